@@ -1,0 +1,1 @@
+"""The Cutover wire contract as code (PROTOCOL.md): frames, events, actions, errors."""

@@ -1,0 +1,1 @@
+"""Cutover: the gateway server (app, auth, store, domain, GraphQL and WebSocket paths)."""

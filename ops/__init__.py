@@ -1,0 +1,1 @@
+"""Operations: metrics, benchmarks, dashboards and alert rules."""
