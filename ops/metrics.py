@@ -1,0 +1,77 @@
+"""Prometheus metrics of one node, served at `GET /metrics`.
+
+One registry per process (`REGISTRY`), so tests and several apps in one
+process do not collide with the default global registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = [
+    "ACTIONS",
+    "CONNECTIONS_ACTIVE",
+    "CONNECTS",
+    "DISCONNECTS",
+    "EVENTS_DELIVERED",
+    "EVENTS_PUBLISHED",
+    "POLL_REQUESTS",
+    "PUBLISH_TO_DELIVER",
+    "REGISTRY",
+    "RESUMES",
+    "SEND_BUFFER_OVERFLOWS",
+    "STALE_CONNECTIONS_CLEANED",
+    "render",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+CONNECTIONS_ACTIVE = Gauge(
+    "cutover_connections_active", "WebSocket connections open on this node", registry=REGISTRY
+)
+CONNECTS = Counter(
+    "cutover_connects", "WebSocket connections accepted", ["auth"], registry=REGISTRY
+)
+DISCONNECTS = Counter(
+    "cutover_disconnects", "WebSocket connections closed, by close code", ["code"], registry=REGISTRY
+)
+RESUMES = Counter(
+    "cutover_resumes", "session.resume requests by outcome", ["outcome"], registry=REGISTRY
+)
+EVENTS_PUBLISHED = Counter(
+    "cutover_events_published", "Events handed to the backplane, by type", ["type"], registry=REGISTRY
+)
+EVENTS_DELIVERED = Counter(
+    "cutover_events_delivered",
+    "Envelopes queued to local connections, by class",
+    ["cls"],
+    registry=REGISTRY,
+)
+PUBLISH_TO_DELIVER = Histogram(
+    "cutover_publish_to_deliver_seconds",
+    "From commit to the write of the frame carrying the event",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+SEND_BUFFER_OVERFLOWS = Counter(
+    "cutover_send_buffer_overflows", "Connections cut off as slow consumers", registry=REGISTRY
+)
+STALE_CONNECTIONS_CLEANED = Counter(
+    "cutover_stale_connections_cleaned",
+    "Connection records removed by the stale-connection sweep",
+    registry=REGISTRY,
+)
+ACTIONS = Counter(
+    "cutover_actions", "Client actions by name and outcome", ["action", "outcome"], registry=REGISTRY
+)
+POLL_REQUESTS = Counter(
+    "cutover_poll_requests",
+    "GraphQL polling requests by domain of the fields asked for",
+    ["domain"],
+    registry=REGISTRY,
+)
+
+
+def render() -> bytes:
+    """The text exposition format of every metric of this process."""
+    return generate_latest(REGISTRY)
