@@ -1,0 +1,189 @@
+"""The `cutover` command: serve, demo, token, contracts, parity, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import attrs
+
+from gateway.config import ConfigError, Settings, settings_from
+
+__all__ = ["main"]
+
+FLAG_HELP = {
+    "bind": "HOST:PORT to listen on (default 127.0.0.1:8080)",
+    "store": "sqlite:///PATH (default sqlite:///var/cutover.db)",
+    "flags": "the rollout file (TOML), reloaded when it changes",
+    "jwt_secret": "HS256 secret for user and service tokens",
+    "jwt_public_key": "PEM public key (file or text) for RS256/ES256",
+    "jwks_url": "JWKS URL for RS256/ES256",
+    "jwt_algorithms": "comma list of accepted algorithms (pinned; default HS256)",
+    "faults": "fault injection (needs --allow-faults), see the README",
+}
+BOOL_FLAGS = {"allow_query_token", "allow_faults"}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
+    for field in attrs.fields(Settings):
+        if field.name in skip:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        env = "CUTOVER_" + field.name.upper()
+        help_text = f"{FLAG_HELP.get(field.name, '')} [{env}]".strip()
+        if field.name in BOOL_FLAGS:
+            parser.add_argument(
+                flag, dest=field.name, default=None, action=argparse.BooleanOptionalAction,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(flag, dest=field.name, default=None, help=help_text)
+
+
+def _settings(args: argparse.Namespace, **overrides: object) -> Settings:
+    flags = {field.name: getattr(args, field.name, None) for field in attrs.fields(Settings)}
+    flags.update({key: value for key, value in overrides.items() if value is not None})
+    return settings_from(flags)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from gateway.server import serve
+
+    settings = _settings(args)
+    settings.check()
+    trio.run(serve, settings)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return run_demo(_settings(args, demo=True))
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from gateway.auth import mint_token
+
+    settings = _settings(args)
+    if not settings.jwt_secret:
+        raise ConfigError("cutover token needs --jwt-secret or CUTOVER_JWT_SECRET")
+    scopes = [scope for scope in (args.scope or "").split(",") if scope]
+    print(
+        mint_token(
+            settings.jwt_secret,
+            args.user,
+            admin=args.admin,
+            ttl_s=float(args.ttl),
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            name=args.name,
+            scopes=scopes,
+            tenant=args.tenant,
+        )
+    )
+    return 0
+
+
+def _cmd_contracts(args: argparse.Namespace) -> int:
+    if args.contracts_command == "schema":
+        import contracts
+
+        schema = contracts.json_schema()
+        if args.registry:
+            from pathlib import Path
+
+            from gateway.registry import load_registry
+
+            registry = load_registry([Path(p) for p in args.registry],
+                                     builtins=contracts.builtin_declarations())
+            schema = {**schema, "registry": registry.json_schema()}
+        json.dump(schema, sys.stdout, indent=2, sort_keys=True)
+        print()
+        return 0
+    from pathlib import Path
+
+    from gateway.registry.compat import run_check
+
+    return run_check(Path(args.old), Path(args.new))
+
+
+def _cmd_parity(args: argparse.Namespace) -> int:
+    from parity.cli import run_parity_command
+
+    return run_parity_command(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ops.bench import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cutover", description=__doc__)
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve a gateway node")
+    _add_settings_flags(serve, skip=("demo",))
+    serve.set_defaults(handler=_cmd_serve)
+
+    demo = commands.add_parser("demo", help="serve a seeded demo on a SQLite file")
+    _add_settings_flags(demo, skip=("demo",))
+    demo.set_defaults(handler=_cmd_demo)
+
+    token = commands.add_parser("token", help="mint a development token")
+    token.add_argument("user")
+    token.add_argument("--admin", action="store_true")
+    token.add_argument("--ttl", default="3600", help="seconds (default 3600)")
+    token.add_argument("--name")
+    token.add_argument("--tenant")
+    token.add_argument("--scope", help="comma list of extra scopes, e.g. publish")
+    _add_settings_flags(token, skip=("demo",))
+    token.set_defaults(handler=_cmd_token)
+
+    contracts_cmd = commands.add_parser("contracts", help="the wire contract")
+    contracts_sub = contracts_cmd.add_subparsers(dest="contracts_command", required=True)
+    schema = contracts_sub.add_parser("schema", help="print the contract as JSON Schema")
+    schema.add_argument("--registry", action="append", help="a registry directory to include")
+    check = contracts_sub.add_parser("check", help="check a registry change for compatibility")
+    check.add_argument("old")
+    check.add_argument("new")
+    contracts_cmd.set_defaults(handler=_cmd_contracts)
+
+    parity = commands.add_parser("parity", help="the parity harness and the rollout gate")
+    from parity.cli import add_parity_arguments
+
+    add_parity_arguments(parity)
+    parity.set_defaults(handler=_cmd_parity)
+
+    bench = commands.add_parser("bench", help="benchmarks that print figures")
+    from ops.bench import add_bench_arguments
+
+    add_bench_arguments(bench)
+    bench.set_defaults(handler=_cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+    )
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

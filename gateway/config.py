@@ -1,0 +1,112 @@
+"""Settings of one gateway node, from command-line flags and `CUTOVER_*` variables.
+
+Every setting has a flag of `cutover serve` and an environment variable named
+after it (`jwt_secret` -> `--jwt-secret` / `CUTOVER_JWT_SECRET`); a flag wins
+over the environment, the environment over the default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import attrs
+
+__all__ = ["ConfigError", "Settings", "settings_from"]
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+def _csv(value: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(value)
+
+
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@attrs.define
+class Settings:
+    """Everything a node is configured with."""
+
+    bind: str = "127.0.0.1:8080"
+    store: str = "sqlite:///var/cutover.db"
+    flags: str | None = None
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None  # a PEM file path or the PEM text
+    jwks_url: str | None = None
+    jwt_algorithms: tuple[str, ...] = attrs.field(default=("HS256",), converter=_csv)
+    jwt_audience: str | None = "cutover"
+    jwt_issuer: str | None = None
+    allow_query_token: bool = attrs.field(default=True, converter=_bool)
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_csv)
+    max_connections_per_user: int = attrs.field(default=20, converter=int)
+    heartbeat_interval_ms: int = attrs.field(default=30_000, converter=int)
+    idle_timeout_ms: int = attrs.field(default=75_000, converter=int)
+    max_frame_bytes: int = attrs.field(default=65_536, converter=int)
+    actions_per_second: float = attrs.field(default=20, converter=float)
+    actions_burst: int = attrs.field(default=40, converter=int)
+    send_buffer_items: int = attrs.field(default=1024, converter=int)
+    ticket_ttl_s: float = attrs.field(default=30, converter=float)
+    retention_days: float = attrs.field(default=7, converter=float)
+    retention_count: int = attrs.field(default=10_000, converter=int)
+    grace_s: float = attrs.field(default=10, converter=float)
+    node_id: str = attrs.field(factory=lambda: f"node-{os.getpid()}")
+    redis_url: str | None = None
+    registry: tuple[str, ...] = attrs.field(default=(), converter=_csv)
+    publish_api_keys: tuple[str, ...] = attrs.field(default=(), converter=_csv)
+    topic_callback_url: str | None = None
+    websocket_url: str | None = None  # what realtimeConfig tells clients; default from Host
+    faults: str | None = None
+    allow_faults: bool = attrs.field(default=False, converter=_bool)
+    demo: bool = attrs.field(default=False, converter=_bool)
+
+    def check(self) -> None:
+        """Refuse settings a node must not start with."""
+        if not (self.jwt_secret or self.jwt_public_key or self.jwks_url) and not self.demo:
+            raise ConfigError(
+                "no JWT verification key: set --jwt-secret (CUTOVER_JWT_SECRET), "
+                "--jwt-public-key or --jwks-url"
+            )
+        if self.faults and not self.allow_faults:
+            raise ConfigError("CUTOVER_FAULTS is set but --allow-faults is not: refusing to start")
+        if not self.store.startswith(("sqlite:///", "mongodb://", "mongodb+srv://")):
+            raise ConfigError(f"--store {self.store!r}: expected sqlite:///PATH or mongodb://...")
+        if self.store.startswith("mongodb"):
+            raise ConfigError("--store mongodb://: the MongoDB store is not built yet; use sqlite")
+
+    def public_key_pem(self) -> str | None:
+        if self.jwt_public_key is None:
+            return None
+        if "-----BEGIN" in self.jwt_public_key:
+            return self.jwt_public_key
+        return Path(self.jwt_public_key).read_text()
+
+
+FIELDS = {field.name for field in attrs.fields(Settings)}
+
+
+def settings_from(
+    flags: Mapping[str, object], environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from parsed flags (None = not given) over `CUTOVER_*` variables."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for name in FIELDS:
+        env = environ.get(f"CUTOVER_{name.upper()}")
+        if env is not None and env != "":
+            values[name] = env
+        flag = flags.get(name)
+        if flag is not None:
+            values[name] = flag
+    try:
+        return Settings(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid setting: {exc}") from exc

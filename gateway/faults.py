@@ -1,0 +1,122 @@
+"""Fault injection, for proving that the parity gate can fail.
+
+Only `cutover serve --allow-faults` accepts `CUTOVER_FAULTS`, a comma list of
+`drop_push=P` (drop a fraction of durable frames at the socket),
+`omit_push=TYPE:P` (never produce that event type for a fraction of changes),
+`delay_push_ms=N` (hold durable frames N ms before writing them) and
+`skew_unread=N` (push payloads report unread counts off by N).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import attrs
+
+__all__ = ["FaultError", "Faults", "parse_faults"]
+
+UNREAD_KEYS = ("unreadCount", "totalUnread")
+
+
+class FaultError(ValueError):
+    """A CUTOVER_FAULTS value that cannot be parsed."""
+
+
+@attrs.frozen
+class Faults:
+    drop_push: float = 0.0
+    omit_push: tuple[tuple[str, float], ...] = ()
+    delay_push_ms: int = 0
+    skew_unread: int = 0
+    seed: int | None = None
+    rng: random.Random = attrs.field(factory=random.Random, eq=False, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.drop_push or self.omit_push or self.delay_push_ms or self.skew_unread)
+
+    @property
+    def touches_frames(self) -> bool:
+        return bool(self.drop_push or self.delay_push_ms or self.skew_unread)
+
+    def omit(self, event_type: str) -> bool:
+        """Whether to leave this change's event of `event_type` unproduced."""
+        return any(
+            event_type == kind and self.rng.random() < share for kind, share in self.omit_push
+        )
+
+    def rewrite_frame(self, frame: str) -> str | None:
+        """A frame as the faulty socket writes it (None: nothing left to write)."""
+        kept = []
+        for line in frame.split("\n"):
+            if '"seq":' not in line:
+                kept.append(line)
+                continue
+            if self.drop_push and self.rng.random() < self.drop_push:
+                continue
+            if self.skew_unread:
+                line = self._skew(line)
+            kept.append(line)
+        return "\n".join(kept) if kept else None
+
+    def _skew(self, line: str) -> str:
+        envelope = json.loads(line)
+        _skew_counts(envelope.get("payload"), self.skew_unread)
+        return json.dumps(envelope, separators=(",", ":"))
+
+
+def _skew_counts(value: Any, by: int) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in UNREAD_KEYS and isinstance(item, int):
+                value[key] = item + by
+            else:
+                _skew_counts(item, by)
+    elif isinstance(value, list):
+        for item in value:
+            _skew_counts(item, by)
+
+
+def parse_faults(text: str | None) -> Faults:
+    """Parse `CUTOVER_FAULTS`; an empty value means no faults."""
+    if not text:
+        return Faults()
+    values: dict[str, Any] = {}
+    omit: list[tuple[str, float]] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise FaultError(f"fault {part!r}: expected NAME=VALUE")
+        try:
+            if name == "drop_push":
+                values["drop_push"] = _share(float(value))
+            elif name == "omit_push":
+                kind, _, share = value.rpartition(":")
+                if not kind:
+                    raise FaultError(f"fault {part!r}: expected omit_push=TYPE:P")
+                omit.append((kind, _share(float(share))))
+            elif name == "delay_push_ms":
+                values["delay_push_ms"] = int(value)
+            elif name == "skew_unread":
+                values["skew_unread"] = int(value)
+            elif name == "seed":
+                values["seed"] = int(value)
+            else:
+                raise FaultError(f"unknown fault {name!r}")
+        except ValueError as exc:
+            if isinstance(exc, FaultError):
+                raise
+            raise FaultError(f"fault {part!r}: {exc}") from exc
+    seed = values.get("seed")
+    return Faults(omit_push=tuple(omit), rng=random.Random(seed), **values)
+
+
+def _share(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise FaultError(f"a fraction must be within 0..1, not {value}")
+    return value

@@ -1,0 +1,67 @@
+"""One GraphQL request, start to end, synchronously (run it in a worker thread)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphql import GraphQLError, graphql_sync
+
+from gateway.errors import CutoverError
+from gateway.graphql.schema import RequestContext, polling_schema
+
+__all__ = ["execute_request"]
+
+
+def _format_error(error: GraphQLError) -> dict[str, Any]:
+    formatted = error.formatted
+    original = error.original_error
+    if isinstance(original, CutoverError):
+        formatted["message"] = original.message
+        formatted["extensions"] = {"code": original.code}
+    elif original is not None:
+        formatted["message"] = "internal error"
+        formatted["extensions"] = {"code": "INTERNAL"}
+    else:
+        formatted.setdefault("extensions", {"code": "BAD_REQUEST"})
+    return formatted
+
+
+def execute_request(body: Any, ctx: RequestContext) -> tuple[int, dict[str, Any]]:
+    """Execute a GraphQL-over-HTTP request body; returns (HTTP status, response body).
+
+    `realtimeCursor` is read before any other field of the request, so the
+    data returned may include events after it but never misses one.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+        return 400, {
+            "errors": [
+                {
+                    "message": "expected a JSON object with a 'query' string",
+                    "extensions": {"code": "BAD_REQUEST"},
+                }
+            ]
+        }
+    variables = body.get("variables")
+    if variables is not None and not isinstance(variables, dict):
+        return 400, {
+            "errors": [
+                {"message": "'variables' must be an object", "extensions": {"code": "BAD_REQUEST"}}
+            ]
+        }
+    query = body["query"]
+    if "realtimeCursor" in query:
+        ctx.cursor = ctx.domain.realtime_cursor(ctx.viewer)
+    result = graphql_sync(
+        polling_schema(),
+        query,
+        variable_values=variables,
+        operation_name=body.get("operationName"),
+        context_value=ctx,
+    )
+    response: dict[str, Any] = {}
+    if result.errors:
+        response["errors"] = [_format_error(error) for error in result.errors]
+    if result.data is not None or not result.errors:
+        response["data"] = result.data
+    status = 200 if "data" in response else 400
+    return status, response

@@ -1,0 +1,178 @@
+"""The GraphQL schema of the polling path, bound to the domain services.
+
+The SDL lives beside this module (`schema.graphql`, PROTOCOL.md section 3).
+Resolvers are synchronous: the whole request runs in a worker thread under
+`graphql_sync` (graphql-core's async executor needs asyncio). Query
+resolvers return the dicts the domain builds; graphql-core's default
+resolver reads their camelCase keys. Mutation resolvers collect each
+`Outcome` on the request context so the caller can fan its events out after
+the request, outside the worker thread.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import attrs
+from graphql import GraphQLSchema, build_schema
+
+from gateway.events import Outcome, iso, parse_iso
+
+__all__ = ["RequestContext", "polling_schema"]
+
+
+@attrs.define
+class RequestContext:
+    """What one GraphQL request carries to its resolvers."""
+
+    viewer: Any  # gateway.domain.Viewer
+    domain: Any  # gateway.domain.Domain
+    realtime_config: Any  # callable(user_id) -> {"websocketUrl", "domains": [...]}
+    cursor: dict | None = None  # read before any other field
+    outcomes: list[Outcome] = attrs.Factory(list)
+
+
+def _ctx(info) -> RequestContext:
+    return info.context
+
+
+def _mutation(method: str, *names: str):
+    """A resolver calling `Domain.<method>(viewer, **args)` and keeping its outcome."""
+
+    def resolve(_root, info, **args):
+        ctx = _ctx(info)
+        kwargs = {_snake(key): value for key, value in args.items()}
+        outcome = getattr(ctx.domain, method)(ctx.viewer, **kwargs)
+        ctx.outcomes.append(outcome)
+        return outcome.value
+
+    resolve.__name__ = method
+    return resolve
+
+
+def _query(method: str):
+    def resolve(_root, info, **args):
+        ctx = _ctx(info)
+        kwargs = {_snake(key): value for key, value in args.items()}
+        return getattr(ctx.domain, method)(ctx.viewer, **kwargs)
+
+    resolve.__name__ = method
+    return resolve
+
+
+def _snake(name: str) -> str:
+    out = []
+    for char in name:
+        if char.isupper():
+            out.append("_")
+            out.append(char.lower())
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _realtime_cursor(_root, info):
+    ctx = _ctx(info)
+    if ctx.cursor is None:
+        ctx.cursor = ctx.domain.realtime_cursor(ctx.viewer)
+    return ctx.cursor
+
+
+def _realtime_config(_root, info):
+    ctx = _ctx(info)
+    return ctx.realtime_config(ctx.viewer.user_id)
+
+
+QUERIES = {
+    "me": _query("me"),
+    "realtimeCursor": _realtime_cursor,
+    "realtimeConfig": _realtime_config,
+    "unreadNotificationCount": _query("unread_notification_count"),
+    "notifications": _query("notifications"),
+    "chatUnreadCount": _query("chat_unread_count"),
+    "conversations": _query("conversations"),
+    "conversation": _query("conversation"),
+    "messages": _query("messages"),
+    "followRequests": _query("follow_requests"),
+    "sentFollowRequests": _query("sent_follow_requests"),
+    "event": _query("event"),
+    "myUpcomingRsvps": _query("my_upcoming_rsvps"),
+    "savedEvents": _query("saved_events"),
+    "organization": _query("organization"),
+    "announcements": _query("announcements"),
+    "feed": _query("feed"),
+    "presence": _query("presence"),
+}
+
+MUTATIONS = {
+    "createNotification": "create_notification",
+    "markNotificationsRead": "mark_notifications_read",
+    "createConversation": "create_conversation",
+    "sendChatMessage": "send_chat_message",
+    "markConversationRead": "mark_conversation_read",
+    "requestFollow": "request_follow",
+    "respondFollowRequest": "respond_follow_request",
+    "createEvent": "create_event",
+    "setRsvp": "set_rsvp",
+    "checkIn": "check_in",
+    "setEventSaved": "set_event_saved",
+    "createOrganization": "create_organization",
+    "setMemberRole": "set_member_role",
+    "postAnnouncement": "post_announcement",
+    "postFeedItem": "post_feed_item",
+    "broadcastNotice": "broadcast_notice",
+}
+
+# The rollout domain a top-level field belongs to (the "polling reduced" metric).
+FIELD_DOMAINS = {
+    "unreadNotificationCount": "notification",
+    "notifications": "notification",
+    "markNotificationsRead": "notification",
+    "chatUnreadCount": "chat",
+    "conversations": "chat",
+    "conversation": "chat",
+    "messages": "chat",
+    "followRequests": "follow",
+    "sentFollowRequests": "follow",
+    "event": "event",
+    "myUpcomingRsvps": "event",
+    "savedEvents": "event",
+    "organization": "organization",
+    "announcements": "organization",
+    "feed": "activity",
+    "presence": "presence",
+}
+
+
+def _serialize_datetime(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return iso(value)
+
+
+def _parse_datetime(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("DateTime must be an ISO-8601 string")
+    return iso(parse_iso(value))
+
+
+def _parse_datetime_literal(node, _variables=None) -> str:
+    return _parse_datetime(getattr(node, "value", None))
+
+
+@cache
+def polling_schema() -> GraphQLSchema:
+    """The executable schema, built once per process."""
+    sdl = resources.files("gateway.graphql").joinpath("schema.graphql").read_text("utf-8")
+    schema = build_schema(sdl)
+    scalar = schema.type_map["DateTime"]
+    scalar.serialize = _serialize_datetime
+    scalar.parse_value = _parse_datetime
+    scalar.parse_literal = _parse_datetime_literal
+    for name, field in schema.query_type.fields.items():
+        field.resolve = QUERIES[name]
+    for name, field in schema.mutation_type.fields.items():
+        field.resolve = _mutation(MUTATIONS[name])
+    return schema

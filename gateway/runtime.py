@@ -1,0 +1,204 @@
+"""One node's long-lived parts, opened together and closed together.
+
+`run_runtime` opens the store, starts the rollout and registry watchers, the
+backplane and the retention sweep in a nursery it owns, and hands the
+`Runtime` to its caller through `task_status.started`. The HTTP app and the
+WebSocket adapter only ever reach these parts through the runtime.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import trio
+
+import contracts
+from gateway.auth import AuthConfig, Authenticator, Principal, TicketBook
+from gateway.config import Settings
+from gateway.domain import Domain, Viewer
+from gateway.events import Outcome, utcnow
+from gateway.faults import Faults, parse_faults
+from gateway.rollout import RolloutWatcher
+from gateway.store import Store, open_store, run_store
+from gateway.ws.backplane import Backplane, LocalBackplane
+from gateway.ws.hub import Hub
+from ops import metrics
+
+__all__ = ["Runtime", "run_runtime"]
+
+log = logging.getLogger("cutover.runtime")
+
+DOMAINS = ("notification", "chat", "follow", "event", "organization", "activity", "presence")
+
+
+@attrs.define(eq=False)
+class Runtime:
+    """Everything one node serves with."""
+
+    settings: Settings
+    store: Store
+    domain: Domain
+    authenticator: Authenticator
+    tickets: TicketBook
+    hub: Hub
+    backplane: Backplane
+    rollout: RolloutWatcher
+    faults: Faults
+    registry: Any = None  # gateway.registry.RegistryWatcher when configured
+    publisher: Any = None  # gateway.publish_api.PublishApi
+    draining: bool = False
+
+    def viewer(self, principal: Principal) -> Viewer:
+        return Viewer(
+            user_id=principal.user_id,
+            scopes=principal.scopes,
+            tenant=principal.tenant,
+            name=principal.name,
+        )
+
+    async def bearer(self, header: str | None) -> Principal:
+        """The principal of an `Authorization: Bearer` header, or Unauthorized."""
+        return await self.authenticator.bearer_async(header)
+
+    def realtime_config_for(self, host: str) -> Callable[[str], dict]:
+        url = self.settings.websocket_url or f"ws://{host}/ws"
+
+        def config(user_id: str) -> dict:
+            view = self.rollout.current.view_for(user_id)
+            return {
+                "websocketUrl": url,
+                "domains": [
+                    {"domain": name, "stage": item["stage"], "pollIntervalMs": item["pollIntervalMs"]}
+                    for name, item in view.items()
+                ],
+            }
+
+        return config
+
+    async def publish(self, outcome: Outcome) -> None:
+        """Hand a committed outcome's events to the backplane."""
+        events = tuple(event for event in outcome.events if event.seq > 0)
+        if events or outcome.ephemeral:
+            for event in events:
+                metrics.EVENTS_PUBLISHED.labels(event.type).inc()
+            await self.hub.publish(events, outcome.ephemeral)
+
+    def contract_schema(self) -> dict:
+        schema = contracts.json_schema()
+        if self.registry is not None:
+            schema = {**schema, "registry": self.registry.current.json_schema()}
+        return schema
+
+    async def publisher_credential(self, authorization: str | None, api_key: str | None):
+        if self.publisher is None:
+            from gateway.errors import NotFound
+
+            raise NotFound("the publish API is not enabled on this node")
+        return await self.publisher.credential(authorization, api_key)
+
+    async def publish_api(self, credential, body: Any) -> tuple[int, dict]:
+        return await self.publisher.handle(credential, body)
+
+
+class _OmittingTx:
+    """A transaction that leaves some events unproduced (fault injection only)."""
+
+    def __init__(self, tx, faults: Faults) -> None:
+        self._tx = tx
+        self._faults = faults
+
+    def append_event(self, user_id: str, type: str, payload: dict):
+        if self._faults.omit(type):
+            from gateway.events import StoredEvent
+
+            return StoredEvent(user_id, "", 0, "", type, payload, "")
+        return self._tx.append_event(user_id, type, payload)
+
+    def __getattr__(self, name: str):
+        return getattr(self._tx, name)
+
+
+class _OmittingStore:
+    def __init__(self, store: Store, faults: Faults) -> None:
+        self._store = store
+        self._faults = faults
+
+    def transaction(self):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def wrapped():
+            with self._store.transaction() as tx:
+                yield _OmittingTx(tx, self._faults)
+
+        return wrapped()
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+
+def _auth_config(settings: Settings) -> AuthConfig:
+    return AuthConfig(
+        secret=settings.jwt_secret,
+        algorithms=settings.jwt_algorithms,
+        public_key=settings.public_key_pem(),
+        jwks_url=settings.jwks_url,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        allow_query_token=settings.allow_query_token,
+        ticket_ttl_s=settings.ticket_ttl_s,
+    )
+
+
+async def _retention_sweep(runtime: Runtime, every_s: float = 3600) -> None:
+    settings = runtime.settings
+    while True:
+        removed = await run_store(
+            runtime.store.prune,
+            utcnow(),
+            dt.timedelta(days=settings.retention_days),
+            settings.retention_count,
+        )
+        if removed:
+            log.info("retention removed %d events", removed)
+        await trio.sleep(every_s)
+
+
+async def run_runtime(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Open a node's parts, report the `Runtime`, and keep them until cancelled."""
+    settings.check()
+    faults = parse_faults(settings.faults)
+    if faults.active:
+        log.warning("FAULT INJECTION ACTIVE: %s; this node is for proving the parity gate", faults)
+    store: Store = await trio.to_thread.run_sync(open_store, settings.store)
+    if faults.omit_push:
+        store = _OmittingStore(store, faults)  # type: ignore[assignment]
+    try:
+        async with trio.open_nursery() as nursery:
+            rollout = RolloutWatcher(settings.flags)
+            await nursery.start(rollout.run)
+            domain = Domain(store)
+            backplane = LocalBackplane(node_id=settings.node_id)
+            hub = Hub(backplane=backplane, domain=domain)
+            await nursery.start(backplane.run, hub)
+            runtime = Runtime(
+                settings=settings,
+                store=store,
+                domain=domain,
+                authenticator=Authenticator(_auth_config(settings)),
+                tickets=TicketBook(store, ttl_s=settings.ticket_ttl_s),
+                hub=hub,
+                backplane=backplane,
+                rollout=rollout,
+                faults=faults,
+            )
+            nursery.start_soon(_retention_sweep, runtime)
+            task_status.started(runtime)
+            await trio.sleep_forever()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(store.close)

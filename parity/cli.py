@@ -1,0 +1,52 @@
+"""`cutover parity run | gate | report`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+__all__ = ["add_parity_arguments", "run_parity_command"]
+
+
+def add_parity_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="parity_command", required=True)
+
+    run = sub.add_parser("run", help="observe both paths for N users and write reports")
+    run.add_argument("--url", required=True, help="the gateway's base URL, e.g. http://127.0.0.1:8080")
+    who = run.add_mutually_exclusive_group(required=True)
+    who.add_argument("--secret", help="HS256 secret to mint the observed users' tokens")
+    who.add_argument("--token-file", help="a file of 'user token' lines, one per observed user")
+    run.add_argument("--users", type=int, default=10)
+    run.add_argument("--duration", type=float, default=60.0, help="seconds")
+    run.add_argument("--domains", default="notification,chat,follow,event")
+    run.add_argument("--drive", action="store_true", help="drive a seeded scenario of mutations")
+    run.add_argument("--calibrate", action="store_true", help="A/A run: two pollers")
+    run.add_argument("--seed", type=int, default=1)
+    run.add_argument("--window", type=float, default=None, help="convergence window W, seconds")
+    run.add_argument("--poll-interval", type=float, default=None,
+                     help="override the stage's poll interval (seconds)")
+    run.add_argument("--flags", help="the rollout file the run is made under (for its hash)")
+    run.add_argument("--out", required=True)
+    run.add_argument("--no-progress", action="store_true")
+
+    gate = sub.add_parser("gate", help="exit 0/1/2: may the rollout file's stages stand?")
+    gate.add_argument("--flags", required=True)
+    gate.add_argument("--reports", required=True)
+    gate.add_argument("--max-age", default="7d")
+
+    report = sub.add_parser("report", help="print the table a release engineer reads")
+    report.add_argument("reports")
+
+
+def run_parity_command(args: argparse.Namespace) -> int:
+    if args.parity_command == "gate":
+        from parity.gate import parse_duration, run_gate
+
+        return run_gate(Path(args.flags), Path(args.reports), parse_duration(args.max_age))
+    if args.parity_command == "report":
+        from parity.gate import run_report
+
+        return run_report(Path(args.reports))
+    from parity.run import run_from_args
+
+    return run_from_args(args)
