@@ -1,0 +1,181 @@
+"""The bounded send queue of one WebSocket connection.
+
+Producers (the hub's fan-out, the connection's own replies, the stream pump)
+put encoded envelopes without waiting; the connection's writer takes
+everything pending as one batch and sends it as one frame. What happens when
+the buffer is full depends on the envelope's class (DESIGN.md, "How a change
+flows", step 5):
+
+- durable events and replies never drop: if one does not fit, `put_durable`
+  raises `SlowConsumer` and the connection is closed with 4008 (the client
+  resumes later and loses nothing);
+- latest-value events (presence, counters) coalesce by key: a newer value
+  replaces an older one still pending, in the older one's queue position;
+- droppable events (typing, notices) are dropped when the buffer is full.
+
+Ephemeral events may fill only `ephemeral_share` of the capacity, so they never
+push a durable event over the limit on their own (ephemeral events never cause
+a disconnect). Sizes are counted in characters of the encoded JSON, a cheap
+lower bound of its UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+
+import attrs
+import trio
+
+__all__ = ["SendBuffer", "SendBufferStats", "SlowConsumer"]
+
+
+class SlowConsumer(Exception):
+    """A durable envelope did not fit: the connection must close with 4008."""
+
+
+@attrs.define
+class SendBufferStats:
+    """Counters of one buffer's backpressure decisions."""
+
+    dropped: int = 0
+    coalesced: int = 0
+    overflows: int = 0
+    queued: int = 0
+    batches: int = 0
+
+
+class _Slot:
+    """One pending envelope; a `latest` slot's text is replaced in place."""
+
+    __slots__ = ("key", "text")
+
+    def __init__(self, text: str, key: str | None = None) -> None:
+        self.text = text
+        self.key = key
+
+
+class SendBuffer:
+    """The bounded, non-blocking send queue of one connection."""
+
+    def __init__(
+        self,
+        *,
+        max_items: int = 1024,
+        max_bytes: int = 1 << 20,
+        ephemeral_share: float = 0.75,
+    ) -> None:
+        if max_items < 1 or max_bytes < 1:
+            raise ValueError("a send buffer needs room for at least one envelope")
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._ephemeral_items = max(1, int(max_items * ephemeral_share))
+        self._ephemeral_bytes = max(1, int(max_bytes * ephemeral_share))
+        self._slots: collections.deque[_Slot] = collections.deque()
+        self._latest: dict[str, _Slot] = {}
+        self._bytes = 0
+        self._closed = False
+        self._wakeup = trio.Event()
+        self.stats = SendBufferStats()
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- producers -----------------------------------------------------------
+
+    def put_durable(self, text: str) -> None:
+        """Queue a durable event or a reply; raise `SlowConsumer` if it does not fit."""
+        if self._closed:
+            return
+        if len(self._slots) >= self.max_items or self._bytes + len(text) > self.max_bytes:
+            self.stats.overflows += 1
+            raise SlowConsumer(
+                f"send buffer full ({len(self._slots)} envelopes, {self._bytes} bytes pending)"
+            )
+        self._append(_Slot(text))
+
+    def put_final(self, text: str) -> None:
+        """Queue a last envelope before a close (`system.reconnect`, `error`), ignoring limits."""
+        if not self._closed:
+            self._append(_Slot(text))
+
+    def put_latest(self, key: str, text: str) -> bool:
+        """Queue a latest-value event, replacing a pending one with the same key.
+
+        Returns False when it was dropped because the buffer is full.
+        """
+        if self._closed:
+            return False
+        slot = self._latest.get(key)
+        if slot is not None:
+            self._bytes += len(text) - len(slot.text)
+            slot.text = text
+            self.stats.coalesced += 1
+            return True
+        if not self._has_ephemeral_room(text):
+            self.stats.dropped += 1
+            return False
+        slot = _Slot(text, key)
+        self._latest[key] = slot
+        self._append(slot)
+        return True
+
+    def put_droppable(self, text: str) -> bool:
+        """Queue a typing indicator or a notice; drop it (False) when the buffer is full."""
+        if self._closed:
+            return False
+        if not self._has_ephemeral_room(text):
+            self.stats.dropped += 1
+            return False
+        self._append(_Slot(text))
+        return True
+
+    # -- the writer ----------------------------------------------------------
+
+    async def get_batch(self) -> list[str]:
+        """Wait until something is pending and take everything pending, in order.
+
+        Raises `trio.EndOfChannel` once the buffer is closed and empty.
+        """
+        while not self._slots:
+            if self._closed:
+                raise trio.EndOfChannel
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+        return self.take_all()
+
+    def take_all(self) -> list[str]:
+        """Everything pending, in order, without waiting (used to flush before a close)."""
+        batch = [slot.text for slot in self._slots]
+        self._slots.clear()
+        self._latest.clear()
+        self._bytes = 0
+        if batch:
+            self.stats.batches += 1
+        return batch
+
+    def close(self) -> None:
+        """Accept nothing more; the writer still drains what is pending."""
+        self._closed = True
+        self._wakeup.set()
+
+    # -- internals -----------------------------------------------------------
+
+    def _has_ephemeral_room(self, text: str) -> bool:
+        return (
+            len(self._slots) < self._ephemeral_items
+            and self._bytes + len(text) <= self._ephemeral_bytes
+        )
+
+    def _append(self, slot: _Slot) -> None:
+        self._slots.append(slot)
+        self._bytes += len(slot.text)
+        self.stats.queued += 1
+        self._wakeup.set()
