@@ -8,9 +8,10 @@ registry, so a typo in one file never takes the gateway's contract away.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ REGISTRY_FILES = trio.CapacityLimiter(1)
 
 # (path, size, mtime_ns) of every declaration file, or a directory's absence.
 Fingerprint = tuple[tuple[str, int, int], ...]
+
+# How a blocking call is run: in a worker thread by default.
+BlockingRunner = Callable[..., Awaitable[Any]]
 
 
 def _fingerprint(dirs: Sequence[Path]) -> Fingerprint:
@@ -59,6 +63,9 @@ class RegistryWatcher:
     then polls. `current` is the last good registry; `generation` counts
     successful loads and `attempts` every load tried; `last_error` is the
     reason the latest attempt failed, or None.
+
+    `run_blocking(fn, *args)` runs the blocking scans and loads; the default
+    is `trio.to_thread.run_sync` under the `REGISTRY_FILES` limiter.
     """
 
     def __init__(
@@ -66,10 +73,15 @@ class RegistryWatcher:
         dirs: Sequence[Path],
         interval_s: float = 2.0,
         builtins: Sequence[dict[str, Any]] | None = None,
+        *,
+        run_blocking: BlockingRunner | None = None,
     ) -> None:
         self.dirs = [Path(d) for d in dirs]
         self.interval_s = interval_s
         self._builtins = builtins
+        self._run_blocking = run_blocking or functools.partial(
+            trio.to_thread.run_sync, limiter=REGISTRY_FILES
+        )
         self._current: Registry | None = None
         self._fingerprint: Fingerprint | None = None
         self.generation = 0
@@ -94,9 +106,7 @@ class RegistryWatcher:
 
     async def _attempt(self, builtins: Sequence[dict[str, Any]], *, first: bool) -> None:
         try:
-            fingerprint, registry = await trio.to_thread.run_sync(
-                self._scan_and_load, builtins, limiter=REGISTRY_FILES
-            )
+            fingerprint, registry = await self._run_blocking(self._scan_and_load, builtins)
         except DeclarationInvalid as exc:
             self.last_error = exc.message
             if first:
@@ -124,14 +134,12 @@ class RegistryWatcher:
         """Load, report ready with the registry, then reload on every change."""
         builtins = self._builtins
         if builtins is None:
-            builtins = await trio.to_thread.run_sync(contract_builtins, limiter=REGISTRY_FILES)
+            builtins = await self._run_blocking(contract_builtins)
         await self._attempt(builtins, first=True)
         task_status.started(self.current)
         while True:
             await trio.sleep(self.interval_s)
-            fingerprint = await trio.to_thread.run_sync(
-                _fingerprint, self.dirs, limiter=REGISTRY_FILES
-            )
+            fingerprint = await self._run_blocking(_fingerprint, self.dirs)
             if fingerprint == self._fingerprint:
                 continue
             # Remember what was tried, so an invalid state is reported once.
