@@ -37,8 +37,10 @@ __all__ = [
 
 # `domain.entity.verb`: at least three lowercase dot-separated parts.
 _NAME = re.compile(r"^[a-z][a-z0-9]*(\.[a-z][a-z0-9_]*){2,}$")
-# The contract's own events predate the rule (`chat.message`): two parts suffice.
-_BUILTIN_NAME = re.compile(r"^[a-z][a-z0-9]*(\.[a-z][a-z0-9_]*)+$")
+# The contract's own frames predate the rule (`chat.message`, `ack`).
+_BUILTIN_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$")
+# How the contract's tables say "subscribers of conversation:<id>".
+_SUBSCRIBERS_OF = re.compile(r"\bsubscribers of ([a-z][a-z0-9_-]*):")
 _TOPIC = re.compile(r"^[a-z][a-z0-9_-]*$")
 
 # Topic prefixes whose authorization the contract itself defines (PROTOCOL.md 2.5).
@@ -144,6 +146,10 @@ def parse_event_type(data: object, source: str, *, builtin: bool = False) -> Eve
         raise DeclarationInvalid(source, f"durable must be true or false, got {durable!r}")
 
     recipients = _require(data, "recipients", source)
+    topic = data.get("topic")
+    description = data.get("description", "")
+    if builtin and recipients not in _BUILTIN_RECIPIENTS:
+        recipients, topic, description = _builtin_audience(recipients, durable, source)
     allowed = _BUILTIN_RECIPIENTS if builtin else _USER_RECIPIENTS
     if recipients not in allowed:
         raise DeclarationInvalid(
@@ -156,7 +162,6 @@ def parse_event_type(data: object, source: str, *, builtin: bool = False) -> Eve
             f"'users', not {recipients!r}",
         )
 
-    topic = data.get("topic")
     if topic is not None:
         if recipients != "topic":
             raise DeclarationInvalid(source, "'topic' is only meaningful with recipients 'topic'")
@@ -171,7 +176,6 @@ def parse_event_type(data: object, source: str, *, builtin: bool = False) -> Eve
     if durable and "ephemeralClass" in data:
         raise DeclarationInvalid(source, "ephemeralClass applies to ephemeral types only")
 
-    description = data.get("description", "")
     if not isinstance(description, str):
         raise DeclarationInvalid(source, "description must be a string")
 
@@ -190,6 +194,28 @@ def parse_event_type(data: object, source: str, *, builtin: bool = False) -> Eve
         topic=topic,
         ephemeral_class=ephemeral_class,
     )
+
+
+def _builtin_audience(audience: object, durable: bool, source: str) -> tuple[str, str | None, str]:
+    """Map the contract's "sent to" prose (PROTOCOL.md 2.3-2.5) to a recipients kind.
+
+    Durable events go to users' streams; "subscribers of <prefix>:..." is a
+    topic; "every connected user" a broadcast; a named connection is one
+    connection; anything else names users. The prose is kept as the description.
+    """
+    if not isinstance(audience, str):
+        raise DeclarationInvalid(source, f"recipients must be a string, got {audience!r}")
+    description = f"sent to {audience}"
+    if durable:
+        return "users", None, description
+    subscribers = _SUBSCRIBERS_OF.search(audience)
+    if subscribers:
+        return "topic", subscribers.group(1), description
+    if "every connected user" in audience:
+        return "broadcast", None, description
+    if "connection" in audience:
+        return "connection", None, description
+    return "users", None, description
 
 
 def _check_schema(schema: object, source: str, *, object_required: bool) -> None:
