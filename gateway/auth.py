@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import time
 from collections.abc import Iterable
@@ -241,14 +242,12 @@ class Authenticator:
         return Principal.from_claims(claims, token=token)
 
     def _signing_key(self, token: str) -> Any:
-        if self._key is not None:
-            if self._jwks is None:
-                return self._key
-            kid = jwt.get_unverified_header(token).get("kid")
-            if kid is None:
-                return self._key
-        assert self._jwks is not None
-        return self._jwks.get_signing_key_from_jwt(token).key
+        """The configured key, or the JWKS key named by the token's `kid`."""
+        if self._jwks is not None and (
+            self._key is None or "kid" in jwt.get_unverified_header(token)
+        ):
+            return self._jwks.get_signing_key_from_jwt(token).key
+        return self._key
 
     async def verify_async(self, token: str) -> Principal:
         """`verify` from Trio: in a worker thread only when a JWKS may be fetched."""
@@ -354,7 +353,7 @@ def mint_token(
     if algorithm.lower() == "none":
         raise ValueError("refusing to mint an unsigned token")
     now = time.time() if now is None else now
-    claims: dict[str, Any] = {"sub": user_id, "iat": int(now), "exp": int(now + ttl_s)}
+    claims: dict[str, Any] = {"sub": user_id, "iat": int(now), "exp": math.ceil(now + ttl_s)}
     granted = set(scopes)
     if admin:
         granted.add(ADMIN_SCOPE)

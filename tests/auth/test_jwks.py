@@ -140,3 +140,20 @@ async def test_verify_async_fetches_in_a_worker_thread(jwks_server, signing_key)
             await auth.verify_async(_token(signing_key, "k1", ttl_s=-30))
     assert jwks_server.fetches == 1
     assert auth.jwks_limiter.borrowed_tokens == 0
+
+
+def test_static_key_and_jwks_together(jwks_server, signing_key):
+    static = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    static_pem = (
+        static.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    auth = Authenticator(
+        AuthConfig(algorithms=("RS256",), public_key=static_pem, jwks_url=jwks_server.url)
+    )
+    no_kid = mint_token(_pem_private(static), "static-user", algorithm="RS256")
+    assert auth.verify(no_kid).user_id == "static-user"
+    assert jwks_server.fetches == 0
+    assert auth.verify(_token(signing_key, "k1")).user_id == "jwks-user"
+    assert jwks_server.fetches == 1

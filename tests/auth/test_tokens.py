@@ -268,3 +268,15 @@ def test_principal_claims_round_trip():
     again = Principal.from_claims(principal.to_claims())
     assert again == Principal("u", frozenset({"a", "admin"}), "t", "N", 123.0)
     assert "tok" not in repr(principal)
+
+
+def test_mint_token_refuses_to_mint_unsigned_tokens():
+    with pytest.raises(ValueError, match="unsigned"):
+        mint_token(SECRET, "alice", algorithm="none")
+
+
+def test_mint_token_never_rounds_a_short_ttl_down_to_expired():
+    token = mint_token(SECRET, "alice", ttl_s=0.5, now=1_800_000_000.25)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] == 1_800_000_001
+    assert claims["iat"] == 1_800_000_000
