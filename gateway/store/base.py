@@ -1,0 +1,344 @@
+"""The store interface: durable state and the per-user event streams.
+
+A `Store` is blocking; call it from Trio through `gateway.store.run_store`.
+Every change runs inside `store.transaction()`, which yields a `Tx`: the
+state changes made through it and the stream events it appends commit
+together or not at all (the outbox of DESIGN.md, "How a change flows").
+`store.snapshot()` yields the same `Tx` for consistent reads only.
+
+The `Tx` methods work at the data level (get, insert, update, query one
+kind of record) so that each implementation (SQLite now, MongoDB later)
+maps them onto its own queries; the domain layer never writes SQL. Rows
+are plain dicts with snake_case keys, described per record kind below.
+Rows of ordered kinds (notifications, messages, announcements, feed items)
+carry a `pos`: an integer the store assigns on insert, increasing in
+insertion order, used for ordering and paging.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from gateway.events import Cursor, StoredEvent
+
+__all__ = ["DEFAULT_MAX_AGE", "DEFAULT_MAX_COUNT", "Row", "Store", "Tx"]
+
+Row = dict[str, Any]
+
+DEFAULT_MAX_AGE = dt.timedelta(days=7)
+DEFAULT_MAX_COUNT = 10_000
+
+
+class Tx(abc.ABC):
+    """One store transaction: reads, state changes and stream appends.
+
+    Record kinds and their row keys:
+
+    - user: `id`, `name`
+    - notification: `id`, `user_id`, `kind`, `text`, `data`, `created_at`,
+      `read_at`, `pos`
+    - conversation: `id`, `created_at`, `updated_at`, `last_message_id`
+    - message: `id`, `conversation_id`, `sender_id`, `body`, `created_at`,
+      `client_message_id`, `pos`
+    - read state: `conversation_id`, `user_id`, `message_id`, `message_pos`, `read_at`
+    - delivery: `message_id`, `user_id`, `delivered_at`
+    - follow request: `id`, `from_user_id`, `to_user_id`, `status`,
+      `created_at`, `updated_at`
+    - gathering (an event people attend): `id`, `title`, `host_id`,
+      `starts_at`, `created_at`
+    - rsvp: `event_id`, `user_id`, `status`, `updated_at`
+    - organization: `id`, `name`, `created_at`
+    - membership: `org_id`, `user_id`, `role`, `updated_at`
+    - announcement: `id`, `org_id`, `author_id`, `title`, `body`, `created_at`, `pos`
+    - feed item: `id`, `author_id`, `text`, `created_at`, `pos`
+    - presence: `user_id`, `status`, `last_seen_at`
+
+    Times are contract time strings (`iso()`), which sort chronologically.
+    """
+
+    # -- the per-user stream ---------------------------------------------
+
+    @abc.abstractmethod
+    def append_event(self, user_id: str, type: str, payload: dict[str, Any]) -> StoredEvent:
+        """Append to the user's stream with the next contiguous `seq` of its epoch."""
+
+    @abc.abstractmethod
+    def stream_position(self, user_id: str) -> Cursor:
+        """The user's stream position as this transaction sees it."""
+
+    # -- idempotency records ---------------------------------------------
+
+    @abc.abstractmethod
+    def remember_idempotency(self, scope: str, key: str, result_json: str, now: float) -> None:
+        """Record the result of a request made with an idempotency key."""
+
+    @abc.abstractmethod
+    def recall_idempotency(self, scope: str, key: str, since: float) -> str | None:
+        """The result recorded for (scope, key) at or after `since`, if any."""
+
+    # -- users -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_user(self, user_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def upsert_user(self, user_id: str, name: str | None) -> Row:
+        """Record a user; a given name replaces the stored one, None keeps it."""
+
+    # -- notifications -----------------------------------------------------
+
+    @abc.abstractmethod
+    def insert_notification(self, row: Row) -> Row:
+        """Insert a notification; returns it with its `pos`."""
+
+    @abc.abstractmethod
+    def list_notifications(
+        self, user_id: str, limit: int, before_pos: int | None = None
+    ) -> list[Row]:
+        """The user's notifications, newest first, optionally only those before `before_pos`."""
+
+    @abc.abstractmethod
+    def count_unread_notifications(self, user_id: str) -> int: ...
+
+    @abc.abstractmethod
+    def mark_notifications_read(self, user_id: str, ids: Iterable[str] | None, read_at: str) -> int:
+        """Set `read_at` on the user's unread notifications (all when `ids` is None); returns how many."""
+
+    # -- conversations, participants, messages -----------------------------
+
+    @abc.abstractmethod
+    def insert_conversation(self, row: Row, participant_ids: Iterable[str]) -> None: ...
+
+    @abc.abstractmethod
+    def get_conversation(self, conversation_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def touch_conversation(
+        self, conversation_id: str, updated_at: str, last_message_id: str
+    ) -> None:
+        """Record a conversation's newest message."""
+
+    @abc.abstractmethod
+    def list_participants(self, conversation_id: str) -> list[str]:
+        """Participant user ids, sorted."""
+
+    @abc.abstractmethod
+    def is_participant(self, conversation_id: str, user_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def conversations_of(self, user_id: str, limit: int | None = None) -> list[Row]:
+        """The user's conversations, most recently updated first."""
+
+    @abc.abstractmethod
+    def share_conversation(self, user_a: str, user_b: str) -> bool: ...
+
+    @abc.abstractmethod
+    def insert_message(self, row: Row) -> Row:
+        """Insert a message; returns it with its `pos`."""
+
+    @abc.abstractmethod
+    def get_message(self, message_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def find_message_by_client_id(self, sender_id: str, client_message_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def list_messages(
+        self, conversation_id: str, limit: int, before_pos: int | None = None
+    ) -> list[Row]:
+        """The conversation's messages, newest first, optionally only those before `before_pos`."""
+
+    @abc.abstractmethod
+    def last_message(self, conversation_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def count_messages_after(
+        self, conversation_id: str, after_pos: int, exclude_sender: str
+    ) -> int:
+        """How many messages after `after_pos` were sent by someone other than `exclude_sender`."""
+
+    @abc.abstractmethod
+    def get_read_state(self, conversation_id: str, user_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def list_read_states(self, conversation_id: str) -> list[Row]: ...
+
+    @abc.abstractmethod
+    def put_read_state(
+        self, conversation_id: str, user_id: str, message_id: str, message_pos: int, read_at: str
+    ) -> None: ...
+
+    @abc.abstractmethod
+    def insert_delivery(self, message_id: str, user_id: str, delivered_at: str) -> bool:
+        """Record a delivery; False when it was already recorded."""
+
+    @abc.abstractmethod
+    def list_deliveries(self, message_ids: Iterable[str]) -> list[Row]: ...
+
+    # -- follow requests ---------------------------------------------------
+
+    @abc.abstractmethod
+    def insert_follow_request(self, row: Row) -> None: ...
+
+    @abc.abstractmethod
+    def get_follow_request(self, request_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def find_follow_request(self, from_user_id: str, to_user_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def update_follow_request(self, request_id: str, status: str, updated_at: str) -> None: ...
+
+    @abc.abstractmethod
+    def follow_requests_to(self, user_id: str, status: str | None = None) -> list[Row]:
+        """Requests to the user, newest first, optionally of one status."""
+
+    @abc.abstractmethod
+    def follow_requests_from(self, user_id: str, status: str | None = None) -> list[Row]:
+        """Requests from the user, newest first, optionally of one status."""
+
+    # -- gatherings, rsvps, check-ins, saved -------------------------------
+
+    @abc.abstractmethod
+    def insert_gathering(self, row: Row) -> None: ...
+
+    @abc.abstractmethod
+    def get_gathering(self, event_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def get_rsvp(self, event_id: str, user_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def put_rsvp(self, row: Row) -> None:
+        """Insert or replace the user's RSVP to an event."""
+
+    @abc.abstractmethod
+    def count_rsvps(self, event_id: str) -> dict[str, int]:
+        """RSVP counts by status (statuses with none are absent)."""
+
+    @abc.abstractmethod
+    def rsvp_user_ids(self, event_id: str, status: str, limit: int) -> list[str]:
+        """Users with that status, earliest first."""
+
+    @abc.abstractmethod
+    def rsvps_of(self, user_id: str) -> list[Row]: ...
+
+    @abc.abstractmethod
+    def insert_check_in(self, event_id: str, user_id: str, checked_in_at: str) -> bool:
+        """Record a check-in; False when already checked in."""
+
+    @abc.abstractmethod
+    def count_check_ins(self, event_id: str) -> int: ...
+
+    @abc.abstractmethod
+    def set_saved(self, event_id: str, user_id: str, saved: bool, saved_at: str) -> bool:
+        """Save or unsave an event for a user; returns whether anything changed."""
+
+    @abc.abstractmethod
+    def is_saved(self, event_id: str, user_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def saved_event_ids(self, user_id: str) -> list[str]:
+        """The user's saved events, most recently saved first."""
+
+    # -- organizations, memberships, announcements ------------------------
+
+    @abc.abstractmethod
+    def insert_organization(self, row: Row) -> None: ...
+
+    @abc.abstractmethod
+    def get_organization(self, org_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def get_membership(self, org_id: str, user_id: str) -> Row | None: ...
+
+    @abc.abstractmethod
+    def put_membership(self, org_id: str, user_id: str, role: str, updated_at: str) -> None: ...
+
+    @abc.abstractmethod
+    def delete_membership(self, org_id: str, user_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def list_memberships(self, org_id: str) -> list[Row]:
+        """Members in the order they joined."""
+
+    @abc.abstractmethod
+    def insert_announcement(self, row: Row) -> Row: ...
+
+    @abc.abstractmethod
+    def list_announcements(self, org_id: str, limit: int) -> list[Row]:
+        """Newest first."""
+
+    # -- feed ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def insert_feed_item(self, row: Row) -> Row: ...
+
+    @abc.abstractmethod
+    def list_feed_items(self, author_ids: Iterable[str], limit: int) -> list[Row]:
+        """Items by any of the authors, newest first."""
+
+    # -- presence -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def put_presence(self, user_id: str, status: str, last_seen_at: str) -> None: ...
+
+    @abc.abstractmethod
+    def get_presences(self, user_ids: Iterable[str]) -> list[Row]: ...
+
+
+class Store(abc.ABC):
+    """Durable state and per-user event streams (blocking)."""
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """A write transaction; an exception inside it rolls everything back."""
+
+    @abc.abstractmethod
+    def snapshot(self) -> AbstractContextManager[Tx]:
+        """A read transaction over one consistent view (writes are refused)."""
+
+    @abc.abstractmethod
+    def stream_position(self, user_id: str) -> Cursor:
+        """The user's epoch and head `seq` (0 for a user with no events)."""
+
+    @abc.abstractmethod
+    def events_after(self, user_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]:
+        """Up to `limit` events of the current epoch with `seq > after_seq`, in order.
+
+        Raises `HistoryExpired` when some of those events are no longer retained.
+        """
+
+    @abc.abstractmethod
+    def reset_stream(self, user_id: str) -> Cursor:
+        """Start the user's stream over in a new epoch at seq 0."""
+
+    @abc.abstractmethod
+    def prune(
+        self,
+        now: dt.datetime,
+        max_age: dt.timedelta = DEFAULT_MAX_AGE,
+        max_count: int = DEFAULT_MAX_COUNT,
+    ) -> int:
+        """Drop events older than `max_age` or beyond the newest `max_count` per user.
+
+        Returns how many events were removed.
+        """
+
+    @abc.abstractmethod
+    def put_ticket(
+        self, ticket_hash: str, user_id: str, expires_at: float, claims_json: str
+    ) -> None:
+        """Store a single-use WebSocket ticket by its hash."""
+
+    @abc.abstractmethod
+    def take_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None:
+        """Delete a ticket; (user_id, claims_json) when it existed and had not expired."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release every connection."""

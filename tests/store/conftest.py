@@ -1,0 +1,55 @@
+"""The store implementations the contract suite runs against."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from gateway.store import SqliteStore, Store
+
+
+class ManualClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        self.now = start or dt.datetime(2026, 2, 17, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += dt.timedelta(**delta)
+
+
+def _sqlite(tmp_path, clock: Callable[[], dt.datetime]) -> Store:
+    return SqliteStore(tmp_path / "store.db", clock=clock)
+
+
+IMPLEMENTATIONS = {"sqlite": _sqlite}
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def make_store(request, tmp_path, clock) -> Iterator[Callable[[], Store]]:
+    """Opens stores of one implementation on the same data; all closed afterwards."""
+    opened: list[Store] = []
+
+    def make() -> Store:
+        store = IMPLEMENTATIONS[request.param](tmp_path, clock)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store) -> Store:
+    return make_store()
