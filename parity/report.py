@@ -272,11 +272,11 @@ def write_report(report: DomainReport, out_dir: Path) -> Path:
 def read_report(path: Path) -> DomainReport:
     """Read one report file; unreadable or malformed files raise `ReportError`."""
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ReportError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ReportError(f"{path} is not JSON: {exc}") from exc
     return DomainReport.from_json(data)

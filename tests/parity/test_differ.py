@@ -29,7 +29,12 @@ def test_comparator_version_is_pinned():
 
 
 def test_match_at_the_same_version():
-    result = compare([ob("push", "notification.unread", 1, 3, 9.0), ob("poll", "notification.unread", 1, 3, 10.0)])
+    result = compare(
+        [
+            ob("push", "notification.unread", 1, 3, 9.0),
+            ob("poll", "notification.unread", 1, 3, 10.0),
+        ]
+    )
     assert classes(result) == [C.MATCH]
 
 
@@ -88,7 +93,10 @@ def test_disagreement_beyond_the_window_diverges():
 
 def test_push_that_never_reaches_the_version_is_missing_push():
     result = compare(
-        [ob("push", "notification.unread", 1, 5, 3.0), ob("poll", "notification.unread", 3, 7, 10.0)]
+        [
+            ob("push", "notification.unread", 1, 5, 3.0),
+            ob("poll", "notification.unread", 3, 7, 10.0),
+        ]
     )
     assert classes(result) == [C.MISSING_PUSH]
 
@@ -168,7 +176,10 @@ def test_no_observation_of_the_domain_on_a_path_is_nodata_and_not_counted():
 
 def test_comparisons_cut_short_by_the_end_of_the_run_are_censored():
     result = compare(
-        [ob("push", "notification.unread", 1, 5, 3.0), ob("poll", "notification.unread", 3, 7, 98.0)],
+        [
+            ob("push", "notification.unread", 1, 5, 3.0),
+            ob("poll", "notification.unread", 3, 7, 98.0),
+        ],
         end=100.0,
     )
     assert classes(result) == []
