@@ -40,9 +40,9 @@ def add_parity_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_parity_command(args: argparse.Namespace) -> int:
     if args.parity_command == "gate":
-        from parity.gate import parse_duration, run_gate
+        from parity.gate import run_gate
 
-        return run_gate(Path(args.flags), Path(args.reports), parse_duration(args.max_age))
+        return run_gate(Path(args.flags), Path(args.reports), args.max_age)
     if args.parity_command == "report":
         from parity.gate import run_report
 
