@@ -157,7 +157,7 @@ class SqliteTx(Tx):
     # -- notifications -----------------------------------------------------
 
     def insert_notification(self, row: Row) -> Row:
-        cursor = self._w(
+        cursor = self._w_named(
             "INSERT INTO notifications (id, user_id, kind, text, data, created_at, read_at)"
             " VALUES (:id, :user_id, :kind, :text, :data, :created_at, :read_at)",
             {"read_at": None, "data": None, **row},
