@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,7 @@ from gateway.config import Settings
 from gateway.domain import Domain, Viewer
 from gateway.events import Outcome, utcnow
 from gateway.faults import Faults, parse_faults
+from gateway.registry import RegistryWatcher, TopicAuthorizer
 from gateway.rollout import RolloutWatcher
 from gateway.store import Store, open_store, run_store
 from gateway.ws.backplane import Backplane, LocalBackplane
@@ -49,6 +51,7 @@ class Runtime:
     rollout: RolloutWatcher
     faults: Faults
     registry: Any = None  # gateway.registry.RegistryWatcher when configured
+    topics: Any = None  # gateway.registry.TopicAuthorizer for app-declared topics
     publisher: Any = None  # gateway.publish_api.PublishApi
     draining: bool = False
 
@@ -154,6 +157,25 @@ def _auth_config(settings: Settings) -> AuthConfig:
     )
 
 
+def _publish_api(runtime: Runtime):
+    from gateway.publish_api import PublishApi
+    from gateway.registry import build_registry, contract_builtins
+
+    watcher = runtime.registry
+    fallback = build_registry([], builtins=contract_builtins()) if watcher is None else None
+
+    async def publish(events, ephemeral) -> None:
+        await runtime.publish(Outcome(None, tuple(events), tuple(ephemeral)))
+
+    return PublishApi(
+        runtime.store,
+        publish,
+        (lambda: watcher.current) if watcher is not None else (lambda: fallback),
+        runtime.authenticator,
+        runtime.settings.publish_api_keys,
+    )
+
+
 async def _retention_sweep(runtime: Runtime, every_s: float = 3600) -> None:
     settings = runtime.settings
     while True:
@@ -181,21 +203,30 @@ async def run_runtime(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORE
         async with trio.open_nursery() as nursery:
             rollout = RolloutWatcher(settings.flags)
             await nursery.start(rollout.run)
+            registry = None
+            if settings.registry:
+                registry = RegistryWatcher([Path(p) for p in settings.registry])
+                await nursery.start(registry.run)
             domain = Domain(store)
             backplane = LocalBackplane(node_id=settings.node_id)
-            hub = Hub(backplane=backplane, domain=domain)
-            await nursery.start(backplane.run, hub)
+            hub = Hub(domain=domain, backplane=backplane, rollout=rollout)
+            await nursery.start(hub.run)
+            authenticator = Authenticator(_auth_config(settings))
             runtime = Runtime(
                 settings=settings,
                 store=store,
                 domain=domain,
-                authenticator=Authenticator(_auth_config(settings)),
+                authenticator=authenticator,
                 tickets=TicketBook(store, ttl_s=settings.ticket_ttl_s),
                 hub=hub,
                 backplane=backplane,
                 rollout=rollout,
                 faults=faults,
+                registry=registry,
+                topics=TopicAuthorizer(registry) if registry is not None else None,
             )
+            if registry is not None or settings.publish_api_keys:
+                runtime.publisher = _publish_api(runtime)
             nursery.start_soon(_retention_sweep, runtime)
             task_status.started(runtime)
             await trio.sleep_forever()

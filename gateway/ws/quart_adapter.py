@@ -146,8 +146,9 @@ class WebSocketEndpoint:
             rollout=lambda: self.runtime.rollout.current,
             settings=self.ws_settings,
             node_id=self.runtime.settings.node_id,
+            viewer_factory=self.runtime.viewer,
         )
-        await connection.run()
+        await connection.serve()
 
     async def _admit(self, scope: dict[str, Any]) -> tuple[Principal, str, str]:
         runtime = self.runtime

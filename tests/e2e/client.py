@@ -16,8 +16,14 @@ from contracts import encode_action, split_frame
 _ids = itertools.count(1)
 
 
-async def gql(url: str, token: str | None, query: str, variables: dict | None = None,
-              *, expect_errors: bool = False) -> dict[str, Any]:
+async def gql(
+    url: str,
+    token: str | None,
+    query: str,
+    variables: dict | None = None,
+    *,
+    expect_errors: bool = False,
+) -> dict[str, Any]:
     """POST /graphql; returns `data` (or the whole body when `expect_errors`)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(timeout=10) as client:
@@ -60,8 +66,9 @@ class WsClient:
                 if envelope["type"] in types:
                     return envelope
 
-    async def send(self, action: str, payload: dict | None = None, *, id: str | None = "auto",
-                   v: int = 1) -> str | None:
+    async def send(
+        self, action: str, payload: dict | None = None, *, id: str | None = "auto", v: int = 1
+    ) -> str | None:
         action_id = f"c-{next(_ids)}" if id == "auto" else id
         await self.ws.send_message(encode_action(action, payload, id=action_id, v=v))
         return action_id
@@ -98,8 +105,15 @@ class WsClient:
                 return closed.reason.code
 
 
-def ws_connect(server, user: str | None = None, *, token: str | None = None, query: str = "",
-               headers: list[tuple[str, str]] | None = None, message_queue_size: int = 64):
+def ws_connect(
+    server,
+    user: str | None = None,
+    *,
+    token: str | None = None,
+    query: str = "",
+    headers: list[tuple[str, str]] | None = None,
+    message_queue_size: int = 64,
+):
     """An async context manager yielding a `WsClient` for `user` (Bearer header)."""
     extra = list(headers or [])
     if user is not None:
@@ -108,8 +122,9 @@ def ws_connect(server, user: str | None = None, *, token: str | None = None, que
 
     class _Ctx:
         async def __aenter__(self) -> WsClient:
-            self._cm = open_websocket_url(url, extra_headers=extra,
-                                          message_queue_size=message_queue_size)
+            self._cm = open_websocket_url(
+                url, extra_headers=extra, message_queue_size=message_queue_size
+            )
             ws = await self._cm.__aenter__()
             return WsClient(ws)
 
