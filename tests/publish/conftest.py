@@ -76,3 +76,23 @@ def api(store, fanout, registry, clock) -> PublishApi:
 
 def token(user: str, **kwargs) -> str:
     return mint_token(SECRET, user, **kwargs)
+
+
+# -- a real `cutover serve` with the example registry (end-to-end and client tests) --
+
+E2E_API_KEY = "pk_e2e_0123456789abcdef"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    from tests.e2e.server import ServerProcess
+
+    node = ServerProcess(
+        tmp_path_factory.mktemp("publish-node"),
+        args=["--registry", str(EXAMPLES), "--publish-api-keys", E2E_API_KEY],
+        env={"PYTHONPATH": str(ROOT)},
+    ).start()
+    try:
+        yield node
+    finally:
+        node.stop()
