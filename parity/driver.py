@@ -1,0 +1,355 @@
+"""The scenario driver: seeded users doing the mutations of both paths.
+
+`setup` prepares what the observers watch (conversations among the users,
+one hosted event each) before observation starts; `Driver.drive` then runs a
+`random.Random(seed)` scenario until cancelled: messages sent over GraphQL
+(`sendChatMessage`) and over the WebSocket (`chat.send` with a
+`clientMessageId`), reads over both (`markConversationRead`, `chat.read`),
+notifications created with an admin token and marked read, follow requests
+and responses, RSVPs on the users' events.
+
+The sequence of choices is drawn by one task from the seeded generator, so a
+seed names a scenario; worker tasks carry the choices out concurrently.
+Every mutation records a `parity.differ.Write` for each user whose state it
+changes (the origin of the latency measure), and every read a
+`parity.invariants.Read` (what lets an unread count fall).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import itertools
+import logging
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+from contracts import ProtocolError, encode_action, split_frame
+from gateway.events import iso, utcnow
+from parity.differ import Write
+from parity.invariants import Read
+from parity.observers import GraphQL, GraphQLError
+
+__all__ = ["Driver", "DriverStats", "Scenario", "setup"]
+
+log = logging.getLogger("cutover.parity")
+
+_ids = itertools.count(1)
+
+
+@attrs.define
+class Scenario:
+    """What the driver set up for the observed users."""
+
+    conversations: list[tuple[str, tuple[str, ...]]]  # (id, participants)
+    events: dict[str, str]  # event id -> host
+
+    def events_of(self, user: str) -> tuple[str, ...]:
+        return tuple(e for e, host in self.events.items() if host == user)
+
+
+@attrs.define
+class DriverStats:
+    """How many mutations the driver made, and how many failed."""
+
+    done: int = 0
+    failed: int = 0
+    by_kind: dict[str, int] = attrs.Factory(dict)
+
+
+async def setup(gql: GraphQL, tokens: dict[str, str], users: Sequence[str]) -> Scenario:
+    """Conversations between neighbours (two rings) and one event hosted by each user."""
+    conversations = []
+    pairs = set()
+    n = len(users)
+    for step in (1, 2):
+        for i, user in enumerate(users):
+            other = users[(i + step) % n]
+            pair = frozenset((user, other))
+            if other == user or pair in pairs:
+                continue
+            pairs.add(pair)
+            data, _ = await gql.request(
+                tokens[user],
+                "mutation($p: [ID!]!) { createConversation(participantIds: $p) { id } }",
+                {"p": [other]},
+            )
+            conversations.append((data["createConversation"]["id"], (user, other)))
+    events = {}
+    starts = iso(utcnow() + _dt.timedelta(days=7))
+    for user in users:
+        data, _ = await gql.request(
+            tokens[user],
+            "mutation($t: String!, $s: DateTime!) { createEvent(title: $t, startsAt: $s) { id } }",
+            {"t": f"parity event of {user}", "s": starts},
+        )
+        events[data["createEvent"]["id"]] = user
+    return Scenario(conversations, events)
+
+
+class _Socket:
+    """One user's driver WebSocket: sends actions and awaits their replies."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.waiting: dict[str, trio.MemorySendChannel[dict]] = {}
+
+    async def read(self) -> None:
+        while True:
+            for envelope in split_frame(await self.ws.get_message()):
+                reply_to = envelope.get("replyTo")
+                if reply_to in self.waiting:
+                    self.waiting.pop(reply_to).send_nowait(envelope)
+
+    async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        action_id = f"drive-{next(_ids)}"
+        send, receive = trio.open_memory_channel[dict](1)
+        self.waiting[action_id] = send
+        await self.ws.send_message(encode_action(action, payload, id=action_id))
+        with trio.fail_after(10):
+            reply = await receive.receive()
+        if reply.get("type") == "error":
+            raise GraphQLError(f"{action}: {reply.get('payload')}")
+        return reply.get("payload") or {}
+
+
+Step = Callable[[], Any]
+
+
+class Driver:
+    """Runs a seeded scenario of mutations over both paths until cancelled."""
+
+    def __init__(
+        self,
+        gql: GraphQL,
+        ws_url: str,
+        tokens: dict[str, str],
+        users: Sequence[str],
+        scenario: Scenario,
+        *,
+        seed: int,
+        admin_token: str | None,
+        rate: float = 40.0,
+        workers: int = 6,
+        on_step: Callable[[DriverStats], None] | None = None,
+    ) -> None:
+        self.gql = gql
+        self.ws_url = ws_url
+        self.tokens = tokens
+        self.users = list(users)
+        self.scenario = scenario
+        self.rng = random.Random(seed)
+        self.admin_token = admin_token
+        self.rate = rate
+        self.workers = workers
+        self.on_step = on_step
+        self.writes: list[Write] = []
+        self.reads: list[Read] = []
+        self.stats = DriverStats()
+        self.sockets: dict[str, _Socket] = {}
+        self.requested: set[tuple[str, str]] = set()
+        self.pending: list[tuple[str, str, str]] = []  # (request id, from, to)
+        self._messages = itertools.count(1)
+
+    # -- recording -----------------------------------------------------------
+
+    def _write(self, domain: str, *users: str) -> None:
+        now = trio.current_time()
+        self.writes.extend(Write(u, domain, now) for u in users)
+
+    def _read(self, user: str, domain: str, conversation_id: str | None = None) -> None:
+        self.reads.append(Read(user, domain, trio.current_time(), conversation_id=conversation_id))
+
+    # -- the scenario --------------------------------------------------------
+
+    def _choose(self) -> tuple[str, Step]:
+        """The next step of the scenario, drawn from the seeded generator."""
+        rng = self.rng
+        kinds = ["gql_send", "ws_send", "gql_read", "ws_read", "rsvp", "follow", "respond"]
+        weights = [24, 20, 8, 8, 12, 4, 4]
+        if self.admin_token:
+            kinds += ["notify", "notify_read"]
+            weights += [16, 5]
+        kind = rng.choices(kinds, weights)[0]
+        conv_id, participants = rng.choice(self.scenario.conversations)
+        actor = rng.choice(participants)
+        others = tuple(p for p in participants if p != actor)
+        if kind == "gql_send":
+            return kind, lambda: self._gql_send(conv_id, actor, participants)
+        if kind == "ws_send":
+            return kind, lambda: self._ws_send(conv_id, actor, participants)
+        if kind == "gql_read":
+            return kind, lambda: self._gql_read(conv_id, actor)
+        if kind == "ws_read":
+            return kind, lambda: self._ws_read(conv_id, actor)
+        if kind == "rsvp":
+            event_id = rng.choice(sorted(self.scenario.events))
+            host = self.scenario.events[event_id]
+            user = rng.choice([u for u in self.users if u != host] or [host])
+            status = rng.choice(["GOING", "INTERESTED", "NOT_GOING"])
+            return kind, lambda: self._rsvp(event_id, host, user, status)
+        if kind == "follow":
+            target = rng.choice(others or (actor,))
+            return kind, lambda: self._follow(actor, target)
+        if kind == "respond":
+            accept = rng.random() < 0.5
+            pick = rng.random()
+            return kind, lambda: self._respond(pick, accept)
+        if kind == "notify":
+            user = rng.choice(self.users)
+            return kind, lambda: self._notify(user)
+        user = rng.choice(self.users)
+        return kind, lambda: self._notify_read(user)
+
+    async def _gql_send(self, conv_id: str, actor: str, participants: Sequence[str]) -> None:
+        self._write("chat", *participants)
+        await self.gql.request(
+            self.tokens[actor],
+            "mutation($c: ID!, $b: String!, $k: String) "
+            "{ sendChatMessage(conversationId: $c, body: $b, clientMessageId: $k) { id } }",
+            {"c": conv_id, "b": f"message {next(self._messages)}", "k": self._client_id()},
+        )
+
+    async def _ws_send(self, conv_id: str, actor: str, participants: Sequence[str]) -> None:
+        self._write("chat", *participants)
+        await self.sockets[actor].call(
+            "chat.send",
+            {
+                "conversationId": conv_id,
+                "body": f"message {next(self._messages)}",
+                "clientMessageId": self._client_id(),
+            },
+        )
+
+    def _client_id(self) -> str:
+        return f"parity-{next(self._messages)}-{self.rng.getrandbits(32):08x}"
+
+    async def _gql_read(self, conv_id: str, actor: str) -> None:
+        self._write("chat", actor)
+        self._read(actor, "chat", conv_id)
+        await self.gql.request(
+            self.tokens[actor],
+            "mutation($c: ID!) { markConversationRead(conversationId: $c) { id } }",
+            {"c": conv_id},
+        )
+
+    async def _ws_read(self, conv_id: str, actor: str) -> None:
+        self._write("chat", actor)
+        self._read(actor, "chat", conv_id)
+        await self.sockets[actor].call("chat.read", {"conversationId": conv_id})
+
+    async def _rsvp(self, event_id: str, host: str, user: str, status: str) -> None:
+        self._write("event", host, user)
+        await self.gql.request(
+            self.tokens[user],
+            "mutation($e: ID!, $s: RsvpStatus!) { setRsvp(eventId: $e, status: $s) { status } }",
+            {"e": event_id, "s": status},
+        )
+
+    async def _follow(self, actor: str, target: str) -> None:
+        if actor == target or (actor, target) in self.requested:
+            return
+        self.requested.add((actor, target))
+        self._write("follow", target)
+        self._write("notification", target)
+        data, _ = await self.gql.request(
+            self.tokens[actor],
+            "mutation($u: ID!) { requestFollow(userId: $u) { id status } }",
+            {"u": target},
+        )
+        request = data["requestFollow"]
+        if request["status"] == "PENDING":
+            self.pending.append((request["id"], actor, target))
+
+    async def _respond(self, pick: float, accept: bool) -> None:
+        if not self.pending:
+            return
+        request_id, requester, target = self.pending.pop(int(pick * len(self.pending)))
+        self._write("follow", target)
+        if accept:
+            self._write("notification", requester)
+        await self.gql.request(
+            self.tokens[target],
+            "mutation($i: ID!, $a: Boolean!) { respondFollowRequest(id: $i, accept: $a) { id } }",
+            {"i": request_id, "a": accept},
+        )
+
+    async def _notify(self, user: str) -> None:
+        assert self.admin_token is not None
+        self._write("notification", user)
+        await self.gql.request(
+            self.admin_token,
+            "mutation($u: ID!, $t: String!) "
+            '{ createNotification(userId: $u, kind: "PARITY", text: $t) { id } }',
+            {"u": user, "t": f"parity notification {next(self._messages)}"},
+        )
+
+    async def _notify_read(self, user: str) -> None:
+        self._write("notification", user)
+        self._read(user, "notification")
+        await self.gql.request(
+            self.tokens[user], "mutation { markNotificationsRead(all: true) }", {}
+        )
+
+    # -- running -------------------------------------------------------------
+
+    async def _worker(self, steps: trio.MemoryReceiveChannel[tuple[str, Step]]) -> None:
+        async with steps:
+            async for kind, step in steps:
+                try:
+                    await step()
+                except (
+                    GraphQLError,
+                    ConnectionClosed,
+                    ProtocolError,
+                    KeyError,
+                    trio.TooSlowError,
+                ) as exc:
+                    self.stats.failed += 1
+                    log.info("driver step %s failed: %s", kind, exc)
+                else:
+                    self.stats.done += 1
+                    self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
+                if self.on_step is not None:
+                    self.on_step(self.stats)
+
+    async def _open_socket(
+        self, user: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        headers = [("Authorization", f"Bearer {self.tokens[user]}")]
+        async with open_websocket_url(self.ws_url, extra_headers=headers) as ws:
+            socket = _Socket(ws)
+            self.sockets[user] = socket
+            task_status.started()
+            try:
+                await socket.read()
+            except ConnectionClosed as exc:
+                log.warning("driver socket of %s closed: %s", user, exc)
+            finally:
+                self.sockets.pop(user, None)
+
+    async def drive(self) -> None:
+        """Run the scenario until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for user in self.users:
+                try:
+                    await nursery.start(self._open_socket, user)
+                except HandshakeError as exc:
+                    log.warning("driver socket of %s refused: %s", user, exc)
+            send, receive = trio.open_memory_channel[tuple[str, Step]](self.workers)
+            async with send:
+                for _ in range(self.workers):
+                    nursery.start_soon(self._worker, receive.clone())
+                receive.close()
+                next_at = trio.current_time()
+                while True:
+                    kind, step = self._choose()
+                    if kind in ("ws_send", "ws_read") and not self.sockets:
+                        continue
+                    await send.send((kind, step))
+                    next_at += 1.0 / self.rate
+                    await trio.sleep_until(next_at)
