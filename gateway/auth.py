@@ -105,6 +105,13 @@ class Principal:
     token: str | None = attrs.field(default=None, repr=False)
 
     @property
+    def subject(self) -> str:
+        """The token's `sub`: the user id without its tenant prefix."""
+        if self.tenant and self.user_id.startswith(f"{self.tenant}/"):
+            return self.user_id[len(self.tenant) + 1 :]
+        return self.user_id
+
+    @property
     def is_admin(self) -> bool:
         return ADMIN_SCOPE in self.scopes
 
@@ -114,7 +121,7 @@ class Principal:
     def to_claims(self) -> dict[str, Any]:
         """The principal as JSON-ready claims (without the token)."""
         return {
-            "sub": self.user_id,
+            "sub": self.subject,
             "scopes": sorted(self.scopes),
             "tenant": self.tenant,
             "name": self.name,
@@ -127,10 +134,16 @@ class Principal:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise Unauthorized("token has no usable 'sub' claim (the user id)")
+        if "/" in sub:
+            raise Unauthorized("a 'sub' claim must not contain '/' (it separates tenants)")
+        tenant = _optional_str(claims, "tenant")
+        if tenant is not None and "/" in tenant:
+            raise Unauthorized("a 'tenant' claim must not contain '/'")
         return cls(
-            user_id=sub,
+            # A tenant's users live in their own namespace: no tenant can reach another's.
+            user_id=f"{tenant}/{sub}" if tenant else sub,
             scopes=_scopes_of(claims),
-            tenant=_optional_str(claims, "tenant"),
+            tenant=tenant,
             name=_optional_str(claims, "name"),
             expires_at=float(claims["exp"]),
             token=token,
@@ -324,9 +337,11 @@ class TicketBook:
             claims = json.loads(claims_json)
         except ValueError:
             raise Unauthorized("ticket record is unreadable") from None
-        if not isinstance(claims, dict) or claims.get("sub") != user_id:
-            raise Unauthorized("ticket record does not match its user")
+        if not isinstance(claims, dict):
+            raise Unauthorized("ticket record is unreadable")
         principal = Principal.from_claims(claims)
+        if principal.user_id != user_id:
+            raise Unauthorized("ticket record does not match its user")
         if principal.expired(now):
             raise TokenExpired("the token behind this ticket has expired")
         return principal

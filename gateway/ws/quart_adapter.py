@@ -143,7 +143,7 @@ class WebSocketEndpoint:
             domain=self.runtime.domain,
             store=self.runtime.store,
             authenticator=self.runtime.authenticator,
-            rollout=lambda: self.runtime.rollout.current,
+            rollout=self.runtime.rollout,
             settings=self.ws_settings,
             node_id=self.runtime.settings.node_id,
             viewer_factory=self.runtime.viewer,

@@ -36,7 +36,7 @@ def store() -> MemoryTickets:
 
 def _principal(**overrides) -> Principal:
     values = {
-        "user_id": "alice",
+        "user_id": "acme/alice",
         "scopes": frozenset({"admin", "read"}),
         "tenant": "acme",
         "name": "Alice",
@@ -52,7 +52,8 @@ def test_issue_then_redeem_gives_the_same_user(store):
     assert expires_at == NOW + 30
     assert len(ticket) >= 43
     principal = book.redeem(ticket, now=NOW + 5)
-    assert principal.user_id == "alice"
+    assert principal.user_id == "acme/alice"
+    assert principal.subject == "alice"
     assert principal.scopes == frozenset({"admin", "read"})
     assert principal.is_admin
     assert principal.tenant == "acme"
@@ -71,7 +72,7 @@ def test_only_the_hash_is_stored_and_no_token(store):
     (stored_hash,) = store.rows
     assert ticket not in stored_hash and len(stored_hash) == 64
     user_id, _, claims_json = store.rows[stored_hash]
-    assert user_id == "alice"
+    assert user_id == "acme/alice"
     assert ticket not in claims_json
     assert "the.jwt.itself" not in claims_json
     assert json.loads(claims_json)["sub"] == "alice"

@@ -70,7 +70,8 @@ def hs() -> Authenticator:
 def test_valid_hs256_token_gives_its_principal(hs):
     token = mint_token(SECRET, "alice", name="Alice", tenant="acme", scopes=["read", "write"])
     principal = hs.verify(token)
-    assert principal.user_id == "alice"
+    assert principal.user_id == "acme/alice"  # a tenant's users live in its own namespace
+    assert principal.subject == "alice"
     assert principal.name == "Alice"
     assert principal.tenant == "acme"
     assert principal.scopes == frozenset({"read", "write"})
@@ -264,9 +265,9 @@ async def test_verify_async_without_jwks_verifies_inline(hs):
 
 
 def test_principal_claims_round_trip():
-    principal = Principal("u", frozenset({"a", "admin"}), "t", "N", 123.0, token="tok")
+    principal = Principal("t/u", frozenset({"a", "admin"}), "t", "N", 123.0, token="tok")
     again = Principal.from_claims(principal.to_claims())
-    assert again == Principal("u", frozenset({"a", "admin"}), "t", "N", 123.0)
+    assert again == Principal("t/u", frozenset({"a", "admin"}), "t", "N", 123.0)
     assert "tok" not in repr(principal)
 
 
@@ -280,3 +281,8 @@ def test_mint_token_never_rounds_a_short_ttl_down_to_expired():
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["exp"] == 1_800_000_001
     assert claims["iat"] == 1_800_000_000
+
+
+def test_a_subject_cannot_pose_as_a_tenant_user(hs):
+    with pytest.raises(Unauthorized, match="must not contain"):
+        hs.verify(mint_token(SECRET, "acme/alice"))
