@@ -91,7 +91,7 @@ class RunConfig:
     flags: Path | None = None
     calibration_dir: Path | None = None
     progress: bool = True
-    rate: float = 40.0  # driver mutations per second
+    rate: float | None = None  # driver mutations per second; default 2.5 per user
 
     @property
     def ws_url(self) -> str:
@@ -216,7 +216,7 @@ async def _observe(
             scenario,
             seed=config.seed,
             admin_token=admin,
-            rate=config.rate,
+            rate=config.rate or max(5.0, 2.5 * len(users)),
         )
     stagger = random.Random(config.seed)
     from tqdm import tqdm
