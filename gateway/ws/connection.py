@@ -1,0 +1,596 @@
+"""One WebSocket connection of the push path, over an abstract transport.
+
+A connection is one nursery owning its tasks (DESIGN.md, "Per-connection
+structure"): the reader (size check, rate limit, decode, dispatch), the
+writer (one transport send per batch of the send buffer), the watcher (idle
+timeout and token expiry), the `UserStream` pump and the typing auto-stop.
+Any task ending the connection raises `CloseConnection`; cleanup (unregister,
+presence, typing stops, the close frame) runs in `finally` under a shielded,
+bounded timeout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from contracts import CloseCode, ProtocolError, decode_action, encode_envelope, unstructure
+from gateway.errors import CutoverError, Forbidden, Unauthorized
+from gateway.events import Cursor, Outcome, iso, new_id, utcnow
+from gateway.ws.hub import Hub
+from gateway.ws.ratelimit import AbuseDetector, TokenBucket
+from gateway.ws.sendbuffer import SendBuffer, SlowConsumer
+from gateway.ws.stream import UserStream
+from gateway.ws.transport import Transport, TransportClosed
+
+__all__ = ["CloseConnection", "Connection", "WsSettings"]
+
+log = logging.getLogger(__name__)
+
+try:
+    from ops import metrics as _metrics
+except ImportError:  # pragma: no cover
+    _metrics = None
+
+Runner = Callable[..., Awaitable[Any]]
+
+MAX_SUBSCRIPTIONS = 256
+MAX_TYPING = 32
+
+
+@attrs.define
+class WsSettings:
+    """The push path's per-connection limits and timers."""
+
+    heartbeat_interval_ms: int = 30_000
+    idle_timeout_ms: int = 75_000
+    max_frame_bytes: int = 65_536
+    actions_per_second: float = 20
+    actions_burst: int = 40
+    send_buffer_max_items: int = 1024
+    send_buffer_max_bytes: int = 1 << 20
+    typing_timeout_s: float = 6.0
+    max_protocol_violations: int = 10
+    abuse_max_refusals: int = 100
+    abuse_window_s: float = 10.0
+    tail_interval_s: float = 5.0
+    stream_inbox_size: int = 256
+    cleanup_timeout_s: float = 5.0
+    flush_timeout_s: float = 2.0
+
+
+class CloseConnection(Exception):
+    """End the connection with a close code (after flushing what is queued)."""
+
+    def __init__(self, code: int, reason: str = "", *, flush: bool = True) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = int(code)
+        self.reason = reason
+        self.flush = flush
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready value: dicts and lists as they are, attrs objects unstructured."""
+    if value is None or isinstance(value, dict | list | str | int | float | bool):
+        return value
+    return unstructure(value)
+
+
+def _rollout_config(rollout: Any) -> Any:
+    """The current rollout configuration (a reloading watcher exposes `.current`)."""
+    if rollout is None:
+        return None
+    return getattr(rollout, "current", rollout)
+
+
+class _RolloutView:
+    """Reads through to the latest configuration for each decision."""
+
+    def __init__(self, rollout: Any) -> None:
+        self._rollout = rollout
+
+    def push_enabled(self, user_id: str, domain: str) -> bool:
+        return bool(_rollout_config(self._rollout).push_enabled(user_id, domain))
+
+    def domain_of_event(self, event_type: str) -> str | None:
+        from gateway.ws.stream import domain_of_event
+
+        return domain_of_event(_rollout_config(self._rollout), event_type)
+
+
+class Connection:
+    """One authenticated WebSocket session of one user."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        principal: Any,
+        *,
+        hub: Hub,
+        store: Any,
+        domain: Any,
+        authenticator: Any = None,
+        rollout: Any = None,
+        settings: WsSettings | None = None,
+        node_id: str = "local",
+        runner: Runner | None = None,
+        viewer_factory: Callable[[Any], Any] | None = None,
+    ) -> None:
+        self.id = new_id("conn")
+        self.transport = transport
+        self.principal = principal
+        self.user_id: str = principal.user_id
+        self.hub = hub
+        self.store = store
+        self.domain = domain
+        self.authenticator = authenticator
+        self.rollout = _RolloutView(rollout) if rollout is not None else None
+        self._rollout_source = rollout
+        self.settings = settings or WsSettings()
+        self.node_id = node_id
+        self._runner = runner
+        self._viewer_factory = viewer_factory
+        self.presence = "ONLINE"
+        self.topics: set[str] = set()
+        self.buffer = SendBuffer(
+            max_items=self.settings.send_buffer_max_items,
+            max_bytes=self.settings.send_buffer_max_bytes,
+        )
+        self.stream: UserStream | None = None
+        clock = trio.current_time
+        self._bucket = TokenBucket(
+            self.settings.actions_per_second, self.settings.actions_burst, clock=clock
+        )
+        self._abuse = AbuseDetector(
+            max_refusals=self.settings.abuse_max_refusals,
+            window_s=self.settings.abuse_window_s,
+            clock=clock,
+        )
+        self._violations = 0
+        self._last_activity = 0.0
+        self._expires_at_trio = math.inf
+        self._watch_wakeup = trio.Event()
+        self._typing: dict[str, float] = {}
+        self._typing_wakeup = trio.Event()
+        self._cancel_scope: trio.CancelScope | None = None
+        self._requested_close: CloseConnection | None = None
+        self._in_flight: list[str] = []
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.closed = trio.Event()
+
+    # -- the session ---------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run the session until it ends; always leaves the hub and closes the transport."""
+        close = CloseConnection(CloseCode.NORMAL, "", flush=True)
+        registered = False
+        try:
+            self._last_activity = trio.current_time()
+            self._set_expiry(self.principal.expires_at)
+            stream = UserStream(
+                user_id=self.user_id,
+                store=self.store,
+                buffer=self.buffer,
+                cursor=Cursor("", 0),
+                rollout=self.rollout,
+                runner=self._runner,
+                inbox_size=self.settings.stream_inbox_size,
+                tail_interval_s=self.settings.tail_interval_s,
+            )
+            self.stream = stream
+            # Register before reading the position: every event committed after
+            # the position is then either offered live or found by tailing.
+            self.hub.register(self)
+            registered = True
+            position: Cursor = await self._run(self.store.stream_position, self.user_id)
+            stream.epoch = position.epoch
+            stream.last_sent = max(stream.last_sent, position.seq)
+            self.buffer.put_durable(self._welcome(position))
+            await self.hub.presence_changed(self.user_id)
+            close = await self._run_tasks(stream)
+        except CloseConnection as exc:
+            close = exc
+        except TransportClosed:
+            close = CloseConnection(CloseCode.GOING_AWAY, "peer gone", flush=False)
+        except SlowConsumer:
+            close = CloseConnection(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
+        finally:
+            with trio.CancelScope(shield=True) as cleanup:
+                cleanup.deadline = trio.current_time() + self.settings.cleanup_timeout_s
+                await self._cleanup(close, registered)
+
+    async def _run_tasks(self, stream: UserStream) -> CloseConnection:
+        ended: list[CloseConnection] = []
+        try:
+            async with trio.open_nursery() as nursery:
+                self._cancel_scope = nursery.cancel_scope
+                if self._requested_close is not None:
+                    nursery.cancel_scope.cancel()
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._reader)
+                nursery.start_soon(self._watcher)
+                nursery.start_soon(self._typing_watcher)
+                await nursery.start(stream.run)
+        except* SlowConsumer:
+            if _metrics is not None:
+                _metrics.SEND_BUFFER_OVERFLOWS.inc()
+            ended.append(CloseConnection(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False))
+        except* CloseConnection as group:
+            ended.append(_first_close(group))
+        except* TransportClosed:
+            ended.append(CloseConnection(CloseCode.GOING_AWAY, "peer gone", flush=False))
+        if ended:
+            return ended[0]
+        if self._requested_close is not None:
+            return self._requested_close
+        return CloseConnection(CloseCode.NORMAL, "")
+
+    def close_soon(self, code: int, reason: str, final_text: str | None = None) -> None:
+        """Queue `final_text`, then close with `code` (the hub's graceful shutdown)."""
+        if self._requested_close is not None:
+            return
+        if final_text is not None:
+            self.buffer.put_final(final_text)
+        self._requested_close = CloseConnection(code, reason, flush=True)
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    async def _cleanup(self, close: CloseConnection, registered: bool) -> None:
+        self.buffer.close()
+        if close.flush:
+            # a batch the writer was cancelled in the middle of sending goes
+            # again (clients deduplicate on the envelope id)
+            pending = self._in_flight + self.buffer.take_all()
+            self._in_flight = []
+            if pending:
+                with trio.move_on_after(self.settings.flush_timeout_s):
+                    try:
+                        await self.transport.send("\n".join(pending))
+                    except TransportClosed:
+                        pass
+        try:
+            await self.transport.close(close.code, close.reason)
+        except TransportClosed:
+            pass
+        except Exception:
+            log.exception("closing connection %s failed", self.id)
+        self.close_code = close.code
+        self.close_reason = close.reason
+        if _metrics is not None:
+            _metrics.DISCONNECTS.labels(str(close.code)).inc()
+        if registered:
+            self.hub.unregister(self)
+            for conversation_id in list(self._typing):
+                await self._stop_typing(conversation_id)
+            try:
+                await self.hub.presence_changed(self.user_id)
+            except Exception:
+                log.exception("presence update for %s failed", self.user_id)
+        self._typing.clear()
+        self.closed.set()
+
+    def _welcome(self, position: Cursor) -> str:
+        settings = self.settings
+        config = _rollout_config(self._rollout_source)
+        domains = config.view_for(self.user_id) if config is not None else {}
+        payload = {
+            "connectionId": self.id,
+            "userId": self.user_id,
+            "nodeId": self.node_id,
+            "epoch": position.epoch,
+            "seq": position.seq,
+            "heartbeatIntervalMs": settings.heartbeat_interval_ms,
+            "idleTimeoutMs": settings.idle_timeout_ms,
+            "protocol": {"min": 1, "max": 1},
+            "domains": domains,
+            "limits": {
+                "maxFrameBytes": settings.max_frame_bytes,
+                "actionsPerSecond": settings.actions_per_second,
+                "actionsBurst": settings.actions_burst,
+            },
+        }
+        return self._envelope("session.welcome", payload, None)
+
+    # -- tasks ---------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            try:
+                batch = await self.buffer.get_batch()
+            except trio.EndOfChannel:
+                return
+            self._in_flight = batch
+            await self.transport.send("\n".join(batch))
+            self._in_flight = []
+
+    async def _reader(self) -> None:
+        while True:
+            text = await self.transport.receive()
+            self._last_activity = trio.current_time()
+            await self._handle_frame(text)
+
+    async def _watcher(self) -> None:
+        """Close an idle connection (1001) and an expired session (4001)."""
+        idle_s = self.settings.idle_timeout_ms / 1000
+        while True:
+            idle_at = self._last_activity + idle_s
+            deadline = min(idle_at, self._expires_at_trio)
+            with trio.move_on_at(deadline):
+                await self._watch_wakeup.wait()
+            self._watch_wakeup = trio.Event()
+            now = trio.current_time()
+            if now >= self._expires_at_trio:
+                self.buffer.put_final(
+                    self._error_envelope(
+                        {"code": "TOKEN_EXPIRED", "message": "the session's token has expired"},
+                        None,
+                    )
+                )
+                raise CloseConnection(CloseCode.TOKEN_EXPIRED, "token expired")
+            if now >= self._last_activity + idle_s:
+                raise CloseConnection(CloseCode.GOING_AWAY, "idle timeout")
+
+    async def _typing_watcher(self) -> None:
+        """Send a stop for every `started` not renewed within the typing timeout."""
+        while True:
+            deadline = min(self._typing.values(), default=math.inf)
+            with trio.move_on_at(deadline):
+                await self._typing_wakeup.wait()
+            self._typing_wakeup = trio.Event()
+            now = trio.current_time()
+            for conversation_id, at in list(self._typing.items()):
+                if at <= now:
+                    await self._stop_typing(conversation_id)
+
+    async def _stop_typing(self, conversation_id: str) -> None:
+        self._typing.pop(conversation_id, None)
+        try:
+            outcome = await self._run(
+                self.domain.typing, self._viewer(), conversation_id, "stopped"
+            )
+            await self.hub.publish(outcome)
+        except CutoverError as exc:
+            log.info("typing stop in %s refused: %s", conversation_id, exc.message)
+
+    # -- frames --------------------------------------------------------------
+
+    async def _handle_frame(self, text: str) -> None:
+        limit = self.settings.max_frame_bytes
+        if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
+            raise CloseConnection(CloseCode.MESSAGE_TOO_BIG, "frame too big")
+        wait_s = self._bucket.take()
+        try:
+            action = decode_action(text)
+        except ProtocolError as exc:
+            await self._protocol_violation(exc)
+            return
+        if wait_s > 0:
+            if self._abuse.refused():
+                self._count_action(action.action, "abuse")
+                raise CloseConnection(CloseCode.SLOW_CONSUMER, "rate limit abuse")
+            self._count_action(action.action, "rate_limited")
+            self._reply_error(
+                {
+                    "code": "RATE_LIMITED",
+                    "message": "too many actions",
+                    "retryAfterMs": max(1, math.ceil(wait_s * 1000)),
+                },
+                action.id,
+            )
+            return
+        await self._dispatch(action)
+
+    async def _protocol_violation(self, exc: ProtocolError) -> None:
+        payload = {"code": exc.code, "message": exc.message}
+        if getattr(exc, "path", None):
+            payload["path"] = exc.path
+        self._reply_error(payload, getattr(exc, "action_id", None))
+        self._count_action("invalid", exc.code)
+        if exc.code == "UNSUPPORTED_VERSION":
+            raise CloseConnection(CloseCode.PROTOCOL_VIOLATION, "unsupported version")
+        self._violations += 1
+        if self._violations >= self.settings.max_protocol_violations:
+            raise CloseConnection(CloseCode.PROTOCOL_VIOLATION, "repeated protocol violations")
+
+    async def _dispatch(self, action: Any) -> None:
+        handler = _HANDLERS.get(action.action)
+        if handler is None:
+            await self._protocol_violation(
+                ProtocolError(
+                    "UNKNOWN_ACTION", f"unknown action {action.action!r}", action_id=action.id
+                )
+            )
+            return
+        try:
+            await handler(self, action)
+        except (SlowConsumer, CloseConnection, TransportClosed):
+            raise
+        except CutoverError as exc:
+            self._count_action(action.action, exc.code)
+            self._reply_error(exc.to_payload(), action.id)
+        except Exception:
+            log.exception("action %s of %s failed", action.action, self.user_id)
+            self._count_action(action.action, "INTERNAL")
+            self._reply_error({"code": "INTERNAL", "message": "internal error"}, action.id)
+        else:
+            self._count_action(action.action, "ok")
+
+    # -- actions -------------------------------------------------------------
+
+    async def _ping(self, action: Any) -> None:
+        self._reply("ping.pong", {"serverTime": iso(utcnow())}, action.id)
+
+    async def _resume(self, action: Any) -> None:
+        epoch = action.payload.epoch
+        last_seq = action.payload.last_seq
+        assert self.stream is not None
+        await self.stream.request_resume(epoch, last_seq, action.id)
+
+    async def _refresh(self, action: Any) -> None:
+        token = action.payload.token
+        principal = await self.authenticator.verify_async(token)
+        if principal.user_id != self.user_id:
+            raise Unauthorized("the token belongs to another user")
+        self.principal = principal
+        self._set_expiry(principal.expires_at)
+        expires = dt.datetime.fromtimestamp(principal.expires_at, dt.UTC)
+        self._ack({"expiresAt": iso(expires)}, action.id)
+
+    async def _subscribe(self, action: Any) -> None:
+        topic = action.payload.topic
+        if topic not in self.topics:
+            if len(self.topics) >= MAX_SUBSCRIPTIONS:
+                raise Forbidden(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")
+            allowed = await self._run(self.domain.can_subscribe, self._viewer(), topic)
+            if not allowed:
+                raise Forbidden(f"not allowed to subscribe to {topic}")
+            self.hub.subscribe(self, topic)
+        self._ack({"topic": topic}, action.id)
+
+    async def _unsubscribe(self, action: Any) -> None:
+        topic = action.payload.topic
+        self.hub.unsubscribe(self, topic)
+        self._ack({"topic": topic}, action.id)
+
+    async def _notification_subscribe(self, action: Any) -> None:
+        self._ack({}, action.id)
+
+    async def _chat_send(self, action: Any) -> None:
+        payload = action.payload
+        outcome = await self._run(
+            self.domain.send_chat_message,
+            self._viewer(),
+            payload.conversation_id,
+            payload.body,
+            payload.client_message_id,
+        )
+        await self._publish(outcome)
+        self._ack({"message": _plain(outcome.value)}, action.id)
+
+    async def _chat_read(self, action: Any) -> None:
+        payload = action.payload
+        outcome = await self._run(
+            self.domain.mark_conversation_read,
+            self._viewer(),
+            payload.conversation_id,
+            payload.up_to_message_id,
+        )
+        await self._publish(outcome)
+        self._ack({"conversation": _plain(outcome.value)}, action.id)
+
+    async def _chat_delivered(self, action: Any) -> None:
+        payload = action.payload
+        outcome = await self._run(
+            self.domain.mark_delivered,
+            self._viewer(),
+            payload.conversation_id,
+            list(payload.message_ids),
+        )
+        await self._publish(outcome)
+        self._ack({}, action.id)
+
+    async def _chat_typing(self, action: Any) -> None:
+        conversation_id = action.payload.conversation_id
+        state = action.payload.state
+        outcome = await self._run(self.domain.typing, self._viewer(), conversation_id, state)
+        if state == "started":
+            if conversation_id not in self._typing and len(self._typing) >= MAX_TYPING:
+                oldest = min(self._typing, key=self._typing.__getitem__)
+                await self._stop_typing(oldest)
+            self._typing[conversation_id] = trio.current_time() + self.settings.typing_timeout_s
+        else:
+            self._typing.pop(conversation_id, None)
+        self._typing_wakeup.set()
+        await self._publish(outcome)
+        self._ack({}, action.id)
+
+    async def _presence_set(self, action: Any) -> None:
+        status = action.payload.status
+        if status not in ("ONLINE", "AWAY"):
+            from gateway.errors import BadRequest
+
+            raise BadRequest("status must be ONLINE or AWAY", path="payload.status")
+        self.presence = status
+        await self.hub.presence_changed(self.user_id)
+        self._ack({}, action.id)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _viewer(self) -> Any:
+        if self._viewer_factory is not None:
+            return self._viewer_factory(self.principal)
+        from gateway.domain import Viewer
+
+        p = self.principal
+        return Viewer(user_id=p.user_id, scopes=p.scopes, tenant=p.tenant, name=p.name)
+
+    async def _publish(self, outcome: Any) -> None:
+        if isinstance(outcome, Outcome) and (outcome.events or outcome.ephemeral):
+            await self.hub.publish(outcome)
+
+    def _set_expiry(self, expires_at: float) -> None:
+        remaining = float(expires_at) - time.time() if expires_at else math.inf
+        self._expires_at_trio = trio.current_time() + remaining
+        self._watch_wakeup.set()
+
+    def _envelope(self, type_: str, payload: dict, reply_to: str | None) -> str:
+        return encode_envelope(
+            type_, payload, id=new_id("evt"), sent_at=iso(utcnow()), reply_to=reply_to
+        )
+
+    def _error_envelope(self, payload: dict, reply_to: str | None) -> str:
+        return self._envelope("error", payload, reply_to)
+
+    def _reply(self, type_: str, payload: dict, reply_to: str | None) -> None:
+        self.buffer.put_durable(self._envelope(type_, payload, reply_to))
+
+    def _ack(self, payload: dict, reply_to: str | None) -> None:
+        if reply_to is not None:
+            self._reply("ack", payload, reply_to)
+
+    def _reply_error(self, payload: dict, reply_to: str | None) -> None:
+        self.buffer.put_durable(self._error_envelope(payload, reply_to))
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._runner is not None:
+            return await self._runner(fn, *args)
+        from gateway.store import run_store
+
+        return await run_store(fn, *args)
+
+    @staticmethod
+    def _count_action(action: str, outcome: str) -> None:
+        if _metrics is not None:
+            _metrics.ACTIONS.labels(action, outcome).inc()
+
+
+def _first_close(group: BaseExceptionGroup) -> CloseConnection:
+    for exc in group.exceptions:
+        if isinstance(exc, CloseConnection):
+            return exc
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_close(exc)
+    raise AssertionError("no CloseConnection in the group")
+
+
+_HANDLERS: dict[str, Callable[[Connection, Any], Awaitable[None]]] = {
+    "ping": Connection._ping,
+    "session.resume": Connection._resume,
+    "auth.refresh": Connection._refresh,
+    "subscribe": Connection._subscribe,
+    "unsubscribe": Connection._unsubscribe,
+    "notification.subscribe": Connection._notification_subscribe,
+    "chat.send": Connection._chat_send,
+    "chat.read": Connection._chat_read,
+    "chat.delivered": Connection._chat_delivered,
+    "chat.typing": Connection._chat_typing,
+    "presence.set": Connection._presence_set,
+}

@@ -1,0 +1,283 @@
+"""One connection's view of its user's durable event stream.
+
+`UserStream` delivers the user's durable events to one connection in `seq`
+order without gaps (PROTOCOL.md 2.3). The hub offers live events without
+waiting (`offer`); a single pump task sends them on:
+
+- an event with `seq == last_sent + 1` is sent as is;
+- a gap (`seq > last_sent + 1`, an event lost or reordered on the backplane)
+  is filled from the store before sending on;
+- duplicates and older events are skipped;
+- when the bounded inbox overflowed, the pump refills from the store;
+- every `tail_interval_s` it compares `last_sent` with the store's stream
+  position and fills what a lost notification missed (store tailing).
+
+`session.resume` runs inside the pump, so replayed and live events never
+interleave out of order. Events of a domain whose push is OFF for the user
+(rollout) are withheld: the connection gets a `stream.skipped` envelope with
+the same `seq` instead, so its `seq` stays contiguous.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from contracts import encode_envelope
+from gateway.errors import HistoryExpired
+from gateway.events import Cursor, StoredEvent, iso, new_id, utcnow
+from gateway.ws.sendbuffer import SendBuffer
+
+__all__ = ["ResumeRequest", "UserStream", "domain_of_event"]
+
+log = logging.getLogger(__name__)
+
+try:
+    from ops import metrics as _metrics
+except ImportError:  # pragma: no cover
+    _metrics = None
+
+Runner = Callable[..., Awaitable[Any]]
+
+PAGE = 1000
+
+
+def domain_of_event(rollout: Any, event_type: str) -> str | None:
+    """The rollout domain an event type belongs to (None: always pushed)."""
+    method = getattr(rollout, "domain_of_event", None)
+    if method is not None:
+        return method(event_type)
+    from gateway import rollout as rollout_module
+
+    return rollout_module.domain_of_event(event_type)
+
+
+@attrs.frozen
+class ResumeRequest:
+    """A client's `session.resume`, queued for the pump."""
+
+    epoch: str
+    last_seq: int
+    reply_to: str | None
+
+
+class UserStream:
+    """Gap-free, ordered delivery of one user's durable events to one connection."""
+
+    def __init__(
+        self,
+        *,
+        user_id: str,
+        store: Any,
+        buffer: SendBuffer,
+        cursor: Cursor,
+        rollout: Any = None,
+        runner: Runner | None = None,
+        inbox_size: int = 256,
+        tail_interval_s: float = 5.0,
+    ) -> None:
+        self.user_id = user_id
+        self.store = store
+        self.buffer = buffer
+        self.epoch = cursor.epoch
+        self.last_sent = cursor.seq
+        self.rollout = rollout
+        self._runner = runner
+        self._inbox: collections.deque[tuple[StoredEvent, str | None]] = collections.deque()
+        self._inbox_size = inbox_size
+        self._must_refill = False
+        self._tail_interval_s = tail_interval_s
+        self._wakeup = trio.Event()
+        self._resume_send, self._resume_receive = trio.open_memory_channel[ResumeRequest](4)
+        self.started = False
+        self.stats = {"live": 0, "filled": 0, "skipped_dup": 0, "withheld": 0, "overflowed": 0}
+
+    # -- producers -----------------------------------------------------------
+
+    def offer(self, event: StoredEvent, text: str | None = None) -> None:
+        """Take a live event without waiting (the hub's fan-out)."""
+        if event.seq <= self.last_sent or event.epoch != self.epoch:
+            self.stats["skipped_dup"] += 1
+            return
+        if len(self._inbox) >= self._inbox_size:
+            self._must_refill = True
+            self.stats["overflowed"] += 1
+        else:
+            self._inbox.append((event, text))
+        self._wakeup.set()
+
+    async def request_resume(self, epoch: str, last_seq: int, reply_to: str | None) -> None:
+        """Queue a `session.resume`; the pump replays and replies in order."""
+        await self._resume_send.send(ResumeRequest(epoch, last_seq, reply_to))
+        self._wakeup.set()
+
+    # -- the pump ------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send events on until cancelled; raises `SlowConsumer` on overflow."""
+        self.started = True
+        task_status.started()
+        next_tail = trio.current_time() + self._tail_interval_s
+        while True:
+            with trio.move_on_at(next_tail):
+                await self._wait_for_work()
+            self._wakeup = trio.Event()
+            await self._step()
+            if trio.current_time() >= next_tail:
+                await self.tail()
+                next_tail = trio.current_time() + self._tail_interval_s
+
+    async def _wait_for_work(self) -> None:
+        if self._inbox or self._must_refill or self._has_resume():
+            await trio.lowlevel.checkpoint()
+            return
+        await self._wakeup.wait()
+
+    def _has_resume(self) -> bool:
+        return self._resume_receive.statistics().current_buffer_used > 0
+
+    async def _step(self) -> None:
+        """Handle every pending resume, then every pending live event."""
+        while True:
+            try:
+                request = self._resume_receive.receive_nowait()
+            except trio.WouldBlock:
+                break
+            await self._resume(request)
+        if self._must_refill:
+            self._must_refill = False
+            self._inbox.clear()
+            await self._fill()
+        while self._inbox:
+            event, text = self._inbox.popleft()
+            if event.seq <= self.last_sent:
+                self.stats["skipped_dup"] += 1
+            elif event.seq == self.last_sent + 1:
+                self._send(event, text)
+                self.stats["live"] += 1
+            else:
+                await self._fill(until=event.seq)
+                if event.seq == self.last_sent + 1:
+                    self._send(event, text)
+                    self.stats["live"] += 1
+
+    async def tail(self) -> None:
+        """Fill whatever the store holds beyond `last_sent` (a lost notification)."""
+        position: Cursor = await self._run(self.store.stream_position, self.user_id)
+        if position.epoch == self.epoch and position.seq > self.last_sent:
+            await self._fill()
+
+    async def _fill(self, until: int | None = None) -> None:
+        """Send stored events after `last_sent` (up to `until` exclusive, or all)."""
+        while until is None or self.last_sent + 1 < until:
+            try:
+                page = await self._run(self.store.events_after, self.user_id, self.last_sent, PAGE)
+            except HistoryExpired:
+                log.warning("stream of %s lost history after seq %d", self.user_id, self.last_sent)
+                await self._reset("HISTORY_EXPIRED", None)
+                return
+            sent = 0
+            for event in page:
+                if until is not None and event.seq >= until:
+                    return
+                if event.seq == self.last_sent + 1:
+                    self._send(event, None)
+                    self.stats["filled"] += 1
+                    sent += 1
+            if len(page) < PAGE or sent == 0:
+                return
+
+    # -- resume --------------------------------------------------------------
+
+    async def _resume(self, request: ResumeRequest) -> None:
+        position: Cursor = await self._run(self.store.stream_position, self.user_id)
+        if request.epoch != position.epoch or request.last_seq > position.seq:
+            self._count_resume("epoch_changed")
+            await self._reset("EPOCH_CHANGED", request.reply_to, position)
+            return
+        self.epoch = position.epoch
+        self.last_sent = request.last_seq
+        self._inbox = collections.deque(
+            item for item in self._inbox if item[0].seq > request.last_seq
+        )
+        try:
+            first = True
+            while True:
+                page = await self._run(self.store.events_after, self.user_id, self.last_sent, PAGE)
+                if first and page and page[0].seq != request.last_seq + 1:
+                    raise HistoryExpired(f"events after {request.last_seq} are gone")
+                first = False
+                for event in page:
+                    if event.seq == self.last_sent + 1:
+                        self._send(event, None)
+                if len(page) < PAGE:
+                    break
+        except HistoryExpired:
+            self._count_resume("history_expired")
+            await self._reset("HISTORY_EXPIRED", request.reply_to)
+            return
+        self._count_resume("resumed")
+        self.buffer.put_durable(
+            self._envelope(
+                "session.resumed",
+                {"fromSeq": request.last_seq + 1, "toSeq": self.last_sent},
+                request.reply_to,
+            )
+        )
+
+    async def _reset(self, reason: str, reply_to: str | None, position: Cursor | None = None):
+        """Tell the client to refetch; continue from the store's current position."""
+        if position is None:
+            position = await self._run(self.store.stream_position, self.user_id)
+        self.epoch = position.epoch
+        self.last_sent = position.seq
+        self._inbox = collections.deque(item for item in self._inbox if item[0].seq > position.seq)
+        self.buffer.put_durable(
+            self._envelope(
+                "session.reset",
+                {"reason": reason, "epoch": position.epoch, "seq": position.seq},
+                reply_to,
+            )
+        )
+
+    # -- sending -------------------------------------------------------------
+
+    def _send(self, event: StoredEvent, text: str | None) -> None:
+        domain = domain_of_event(self.rollout, event.type) if self.rollout is not None else None
+        if domain is not None and not self.rollout.push_enabled(self.user_id, domain):
+            self.stats["withheld"] += 1
+            text = encode_envelope(
+                "stream.skipped",
+                {"domain": domain, "type": event.type},
+                id=event.id,
+                seq=event.seq,
+                sent_at=event.created_at,
+            )
+        elif text is None:
+            text = encode_envelope(
+                event.type, event.payload, id=event.id, seq=event.seq, sent_at=event.created_at
+            )
+        self.buffer.put_durable(text)
+        self.last_sent = event.seq
+
+    def _envelope(self, type_: str, payload: dict, reply_to: str | None) -> str:
+        return encode_envelope(
+            type_, payload, id=new_id("evt"), sent_at=iso(utcnow()), reply_to=reply_to
+        )
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._runner is not None:
+            return await self._runner(fn, *args)
+        from gateway.store import run_store
+
+        return await run_store(fn, *args)
+
+    @staticmethod
+    def _count_resume(outcome: str) -> None:
+        if _metrics is not None:
+            _metrics.RESUMES.labels(outcome).inc()
