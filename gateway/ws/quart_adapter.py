@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import trio
-from gateway.store import run_store
-from gateway.ws.connection import Connection, WsSettings
 
 from contracts import CloseCode, encode_envelope
 from gateway.errors import CutoverError, Forbidden, RateLimited, Unauthorized
 from gateway.events import iso, new_id, utcnow
+from gateway.store import run_store
+from gateway.ws.connection import Connection, WsSettings
 from gateway.ws.transport import TransportClosed
 from ops import metrics
 
