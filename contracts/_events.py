@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Literal
 
 import attrs
+
+from gateway.events import EphemeralClass
 
 from ._objects import (
     Announcement,
@@ -31,6 +34,7 @@ from ._scalars import OrgRole, Timestamp
 
 __all__ = [
     "EVENT_TYPES",
+    "Audience",
     "ChatConversationUpdated",
     "ChatMessage",
     "ChatMessageDelivered",
@@ -191,16 +195,29 @@ class SystemReconnect:
     reason: str
 
 
+Audience = Literal["users", "topic", "broadcast", "connection"]
+
+
 @attrs.frozen(kw_only=True)
 class EventSpec:
-    """One server frame type: its payload class, whether it is in the user's
-    stream (has a `seq`), who receives it, and whether it is a reply or session
-    control frame rather than a domain event."""
+    """One server frame type and how it is delivered.
+
+    `recipients` says in words who receives it (PROTOCOL.md's "sent to");
+    `audience` is how the hub addresses it: named `users` (every durable
+    event), the subscribers of a `topic` (prefix in `topic`), a `broadcast`
+    to everyone connected, or one `connection`. `ephemeral_class` is what a
+    full send buffer does with an ephemeral event (`latest` coalesces,
+    `drop` drops, `notice` is kept). `control` marks replies and session
+    frames, which are not domain events.
+    """
 
     name: str
     payload_cls: type
     durable: bool
     recipients: str
+    audience: Audience = "users"
+    topic: str | None = None
+    ephemeral_class: EphemeralClass | None = None
     control: bool = False
 
 
@@ -296,50 +313,84 @@ EVENT_TYPES: Mapping[str, EventSpec] = _catalog(
         payload_cls=ChatTyping,
         durable=False,
         recipients="subscribers of conversation:<id> other than the typist",
+        audience="topic",
+        topic="conversation",
+        ephemeral_class="drop",
     ),
     EventSpec(
         name="chat.typing.stopped",
         payload_cls=ChatTyping,
         durable=False,
         recipients="subscribers of conversation:<id> other than the typist",
+        audience="topic",
+        topic="conversation",
+        ephemeral_class="drop",
     ),
     EventSpec(
         name="user.presence.updated",
         payload_cls=Presence,
         durable=False,
         recipients="subscribers of presence:<userId>",
+        audience="topic",
+        topic="presence",
+        ephemeral_class="latest",
     ),
     EventSpec(
         name="event.counters.updated",
         payload_cls=EventCountersUpdated,
         durable=False,
         recipients="subscribers of event:<id>",
+        audience="topic",
+        topic="event",
+        ephemeral_class="latest",
     ),
     EventSpec(
         name="system.notice",
         payload_cls=SystemNotice,
         durable=False,
         recipients="every connected user",
+        audience="broadcast",
+        ephemeral_class="notice",
     ),
     EventSpec(
         name="system.reconnect",
         payload_cls=SystemReconnect,
         durable=False,
         recipients="a connection about to be closed by the server",
+        audience="connection",
+        ephemeral_class="notice",
     ),
     # replies and session control
-    EventSpec(name="ack", payload_cls=Ack, durable=False, recipients=_REPLY_TO, control=True),
     EventSpec(
-        name="error", payload_cls=ErrorPayload, durable=False, recipients=_REPLY_TO, control=True
+        name="ack",
+        payload_cls=Ack,
+        durable=False,
+        recipients=_REPLY_TO,
+        audience="connection",
+        control=True,
     ),
     EventSpec(
-        name="ping.pong", payload_cls=PingPong, durable=False, recipients=_REPLY_TO, control=True
+        name="error",
+        payload_cls=ErrorPayload,
+        durable=False,
+        recipients=_REPLY_TO,
+        audience="connection",
+        control=True,
+    ),
+    EventSpec(
+        name="ping.pong",
+        payload_cls=PingPong,
+        durable=False,
+        recipients=_REPLY_TO,
+        audience="connection",
+        control=True,
     ),
     EventSpec(
         name="session.welcome",
         payload_cls=SessionWelcome,
         durable=False,
         recipients="a connection, first frame after the handshake",
+        audience="connection",
         control=True,
     ),
     EventSpec(
@@ -347,6 +398,7 @@ EVENT_TYPES: Mapping[str, EventSpec] = _catalog(
         payload_cls=SessionResumed,
         durable=False,
         recipients=_REPLY_TO,
+        audience="connection",
         control=True,
     ),
     EventSpec(
@@ -354,6 +406,7 @@ EVENT_TYPES: Mapping[str, EventSpec] = _catalog(
         payload_cls=SessionReset,
         durable=False,
         recipients=_REPLY_TO,
+        audience="connection",
         control=True,
     ),
 )

@@ -219,15 +219,28 @@ def payload_schema(payload_cls: type) -> dict[str, Any]:
 
 
 def builtin_declarations() -> list[dict[str, Any]]:
-    """One declaration per server frame type the contract defines, for the
-    event-type registry: `{"name", "version", "durable", "recipients", "schema"}`."""
-    return [
-        {
+    """One declaration per domain event type of the contract (PROTOCOL.md 2.3
+    and 2.4; replies and session frames are not event types), in the shape the
+    event-type registry loads next to user-declared types:
+    `{"name", "version", "durable", "recipients", "schema", "description"}`
+    plus `topic` and `ephemeralClass` for ephemeral types. `recipients` is the
+    audience kind (`users`, `topic`, `broadcast`, `connection`); the words of
+    the protocol's "sent to" column are in `description`."""
+    declarations = []
+    for name, spec in EVENT_TYPES.items():
+        if spec.control:
+            continue
+        declaration: dict[str, Any] = {
             "name": name,
             "version": PROTOCOL_VERSION,
             "durable": spec.durable,
-            "recipients": spec.recipients,
+            "recipients": spec.audience,
             "schema": payload_schema(spec.payload_cls),
+            "description": f"Sent to {spec.recipients}.",
         }
-        for name, spec in EVENT_TYPES.items()
-    ]
+        if spec.topic is not None:
+            declaration["topic"] = spec.topic
+        if spec.ephemeral_class is not None:
+            declaration["ephemeralClass"] = spec.ephemeral_class
+        declarations.append(declaration)
+    return declarations

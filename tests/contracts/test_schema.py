@@ -112,14 +112,18 @@ def test_schema_allows_unknown_fields():
     assert validator_for("ServerEnvelope").is_valid(envelope)
 
 
-def test_builtin_declarations_cover_every_event_type_with_self_contained_schemas():
+def test_builtin_declarations_cover_every_domain_event_with_self_contained_schemas():
     declarations = contracts.builtin_declarations()
-    assert [d["name"] for d in declarations] == list(EVENT_TYPES)
+    domain_events = [name for name, spec in EVENT_TYPES.items() if not spec.control]
+    assert [d["name"] for d in declarations] == domain_events
+    assert "chat.message" in domain_events
+    assert "ack" not in domain_events
     for declaration in declarations:
         spec = EVENT_TYPES[declaration["name"]]
         assert declaration["version"] == 1
         assert declaration["durable"] is spec.durable
-        assert declaration["recipients"] == spec.recipients
+        assert declaration["recipients"] == ("users" if spec.durable else spec.audience)
+        assert spec.recipients in declaration["description"]
         schema = declaration["schema"]
         Draft202012Validator.check_schema(schema)
         for ref in refs_in(schema):
@@ -127,3 +131,22 @@ def test_builtin_declarations_cover_every_event_type_with_self_contained_schemas
             assert ref.removeprefix("#/$defs/") in schema["$defs"]
         fixture = load_fixture("events", declaration["name"])
         Draft202012Validator(schema).validate(fixture["payload"])
+
+
+def test_ephemeral_declarations_name_their_topic_and_buffer_class():
+    by_name = {d["name"]: d for d in contracts.builtin_declarations()}
+    assert by_name["chat.typing.started"]["topic"] == "conversation"
+    assert by_name["chat.typing.started"]["ephemeralClass"] == "drop"
+    assert by_name["user.presence.updated"]["ephemeralClass"] == "latest"
+    assert by_name["system.notice"]["recipients"] == "broadcast"
+    assert "ephemeralClass" not in by_name["chat.message"]
+
+
+def test_builtin_declarations_load_into_the_event_type_registry():
+    from gateway.registry import load_registry
+
+    registry = load_registry([], builtins=contracts.builtin_declarations())
+    loaded = {event_type.name for event_type in registry.types()}
+    assert loaded == {d["name"] for d in contracts.builtin_declarations()}
+    payload = load_fixture("events", "chat.message")["payload"]
+    registry.validate("chat.message", payload)
