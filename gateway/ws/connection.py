@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from contracts import CloseCode, ProtocolError, decode_action, encode_envelope, unstructure
-from gateway.errors import CutoverError, Forbidden, Unauthorized
+from gateway.errors import BadRequest, CutoverError, Forbidden, Unauthorized
 from gateway.events import Cursor, Outcome, iso, new_id, utcnow
 from gateway.ws.hub import Hub
 from gateway.ws.ratelimit import AbuseDetector, TokenBucket
@@ -41,6 +41,7 @@ except ImportError:  # pragma: no cover
 
 Runner = Callable[..., Awaitable[Any]]
 
+INTERNAL_ERROR = 1011  # WebSocket "internal error": an unexpected failure of the session
 MAX_SUBSCRIPTIONS = 256
 MAX_TYPING = 32
 
@@ -202,6 +203,9 @@ class Connection:
             close = CloseConnection(CloseCode.GOING_AWAY, "peer gone", flush=False)
         except SlowConsumer:
             close = CloseConnection(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
+        except Exception:
+            log.exception("connection %s of %s failed", self.id, self.user_id)
+            close = CloseConnection(INTERNAL_ERROR, "internal error", flush=False)
         finally:
             with trio.CancelScope(shield=True) as cleanup:
                 cleanup.deadline = trio.current_time() + self.settings.cleanup_timeout_s
@@ -431,6 +435,8 @@ class Connection:
     async def _resume(self, action: Any) -> None:
         epoch = action.payload.epoch
         last_seq = action.payload.last_seq
+        if last_seq < 0:
+            raise BadRequest("lastSeq must not be negative", path="payload.lastSeq")
         assert self.stream is not None
         await self.stream.request_resume(epoch, last_seq, action.id)
 
@@ -515,8 +521,6 @@ class Connection:
     async def _presence_set(self, action: Any) -> None:
         status = action.payload.status
         if status not in ("ONLINE", "AWAY"):
-            from gateway.errors import BadRequest
-
             raise BadRequest("status must be ONLINE or AWAY", path="payload.status")
         self.presence = status
         await self.hub.presence_changed(self.user_id)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ import trio
 from contracts import encode_envelope
 from gateway.errors import HistoryExpired
 from gateway.events import Cursor, StoredEvent, iso, new_id, utcnow
-from gateway.ws.sendbuffer import SendBuffer
+from gateway.ws.sendbuffer import SendBuffer, SlowConsumer
 
 __all__ = ["ResumeRequest", "UserStream", "domain_of_event"]
 
@@ -122,14 +123,21 @@ class UserStream:
         """Send events on until cancelled; raises `SlowConsumer` on overflow."""
         self.started = True
         task_status.started()
-        next_tail = trio.current_time() + self._tail_interval_s
+        # a random phase, so the tails of many connections do not fall together
+        next_tail = trio.current_time() + self._tail_interval_s * random.uniform(0.5, 1.0)
         while True:
             with trio.move_on_at(next_tail):
                 await self._wait_for_work()
             self._wakeup = trio.Event()
             await self._step()
             if trio.current_time() >= next_tail:
-                await self.tail()
+                try:
+                    await self.tail()
+                except SlowConsumer:
+                    raise
+                except Exception:
+                    # the next tail (or the next live event) tries again
+                    log.warning("tailing the stream of %s failed", self.user_id, exc_info=True)
                 next_tail = trio.current_time() + self._tail_interval_s
 
     async def _wait_for_work(self) -> None:

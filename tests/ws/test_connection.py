@@ -342,3 +342,52 @@ async def test_frames_batch_several_envelopes(world, autojump_clock):
     with trio.fail_after(5):
         frame = await client.receive_frame()
     assert [json.loads(line)["seq"] for line in frame.split("\n")] == [1, 2, 3]
+
+
+async def test_negative_last_seq_is_a_bad_request(world, autojump_clock):
+    _, client = await world.connect("alice")
+    error = await ask(client, "session.resume", {"epoch": world.store.epoch, "lastSeq": -1})
+    assert error["payload"]["code"] == "BAD_REQUEST"
+    assert error["payload"]["path"] == "payload.lastSeq"
+
+
+async def test_a_failing_tail_does_not_end_the_connection(world, autojump_clock):
+    conn, client = await world.connect("alice")
+    calls = {"n": 0}
+    real = world.store.stream_position
+
+    def flaky(user_id):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("database is locked")
+        return real(user_id)
+
+    world.store.stream_position = flaky
+    world.store.append("alice")  # its notification is lost: only tailing finds it
+    with trio.fail_after(30):
+        event = await client.receive()
+    assert event["seq"] == 1 and calls["n"] >= 2
+    assert client.close_code is None
+
+
+async def test_metrics_count_overflows_disconnects_and_actions(world, autojump_clock):
+    from ops.metrics import REGISTRY
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    overflows = sample("cutover_send_buffer_overflows_total")
+    closed_4008 = sample("cutover_disconnects_total", code="4008")
+    pings = sample("cutover_actions_total", action="ping", outcome="ok")
+    _, client = await world.connect("bob")
+    await ask(client, "ping")
+    assert sample("cutover_actions_total", action="ping", outcome="ok") == pings + 1
+    conn, _ = await world.connect(
+        "alice", client_buffer=1, settings=WsSettings(send_buffer_max_items=4)
+    )
+    for _ in range(20):
+        await world.publish(world.store.append("alice"))
+    with trio.fail_after(5):
+        await conn.closed.wait()
+    assert sample("cutover_send_buffer_overflows_total") == overflows + 1
+    assert sample("cutover_disconnects_total", code="4008") == closed_4008 + 1
