@@ -352,7 +352,7 @@ async def test_negative_last_seq_is_a_bad_request(world, autojump_clock):
 
 
 async def test_a_failing_tail_does_not_end_the_connection(world, autojump_clock):
-    conn, client = await world.connect("alice")
+    _, client = await world.connect("alice")
     calls = {"n": 0}
     real = world.store.stream_position
 
