@@ -63,6 +63,7 @@ class WsSettings:
     abuse_window_s: float = 10.0
     tail_interval_s: float = 5.0
     stream_inbox_size: int = 256
+    max_batch_bytes: int = 256 * 1024
     cleanup_timeout_s: float = 5.0
     flush_timeout_s: float = 2.0
 
@@ -308,7 +309,7 @@ class Connection:
     async def _writer(self) -> None:
         while True:
             try:
-                batch = await self.buffer.get_batch()
+                batch = await self.buffer.get_batch(self.settings.max_batch_bytes)
             except trio.EndOfChannel:
                 return
             self._in_flight = batch

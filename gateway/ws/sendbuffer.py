@@ -139,9 +139,11 @@ class SendBuffer:
 
     # -- the writer ----------------------------------------------------------
 
-    async def get_batch(self) -> list[str]:
+    async def get_batch(self, max_bytes: int | None = None) -> list[str]:
         """Wait until something is pending and take everything pending, in order.
 
+        With `max_bytes`, stop before the batch would exceed it (but always take
+        at least one envelope), so one frame stays within what clients accept.
         Raises `trio.EndOfChannel` once the buffer is closed and empty.
         """
         while not self._slots:
@@ -149,7 +151,19 @@ class SendBuffer:
                 raise trio.EndOfChannel
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-        return self.take_all()
+        if max_bytes is None or self._bytes <= max_bytes:
+            return self.take_all()
+        batch: list[str] = []
+        size = 0
+        while self._slots and (not batch or size + len(self._slots[0].text) <= max_bytes):
+            slot = self._slots.popleft()
+            if slot.key is not None:
+                del self._latest[slot.key]
+            batch.append(slot.text)
+            size += len(slot.text) + 1
+            self._bytes -= len(slot.text)
+        self.stats.batches += 1
+        return batch
 
     def take_all(self) -> list[str]:
         """Everything pending, in order, without waiting (used to flush before a close)."""

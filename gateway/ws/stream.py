@@ -102,7 +102,7 @@ class UserStream:
 
     def offer(self, event: StoredEvent, text: str | None = None) -> None:
         """Take a live event without waiting (the hub's fan-out)."""
-        if event.seq <= self.last_sent or event.epoch != self.epoch:
+        if event.seq <= self.last_sent and event.epoch == self.epoch:
             self.stats["skipped_dup"] += 1
             return
         if len(self._inbox) >= self._inbox_size:
@@ -163,7 +163,10 @@ class UserStream:
             await self._fill()
         while self._inbox:
             event, text = self._inbox.popleft()
-            if event.seq <= self.last_sent:
+            if event.epoch != self.epoch:
+                # from before a reset of the store's history: the tail will tell
+                self.stats["skipped_dup"] += 1
+            elif event.seq <= self.last_sent:
                 self.stats["skipped_dup"] += 1
             elif event.seq == self.last_sent + 1:
                 self._send(event, text)

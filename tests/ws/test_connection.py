@@ -391,3 +391,26 @@ async def test_metrics_count_overflows_disconnects_and_actions(world, autojump_c
         await conn.closed.wait()
     assert sample("cutover_send_buffer_overflows_total") == overflows + 1
     assert sample("cutover_disconnects_total", code="4008") == closed_4008 + 1
+
+
+async def test_event_committed_while_connecting_arrives_without_waiting_for_the_tail(
+    world, autojump_clock
+):
+    real = world.store.stream_position
+    committed = []
+
+    def position_then_commit(user_id):
+        cursor = real(user_id)
+        if not committed:
+            # committed and published after the position was read
+            committed.append(world.store.append("alice"))
+            world.hub.deliver_durable(committed)
+        return cursor
+
+    world.store.stream_position = position_then_commit
+    start = trio.current_time()
+    _, client = await world.connect("alice")
+    with trio.fail_after(1):
+        event = await client.receive()
+    assert event["seq"] == 1
+    assert trio.current_time() - start < 1

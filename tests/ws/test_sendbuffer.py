@@ -103,3 +103,16 @@ async def test_put_final_ignores_limits():
     buffer.put_durable("a")
     buffer.put_final("bye")
     assert await buffer.get_batch() == ["a", "bye"]
+
+
+async def test_batches_are_capped_in_bytes_but_take_at_least_one():
+    buffer = SendBuffer()
+    buffer.put_durable("a" * 10)
+    buffer.put_latest("k", "b" * 10)
+    buffer.put_durable("c" * 30)
+    buffer.put_durable("d" * 5)
+    assert await buffer.get_batch(max_bytes=25) == ["a" * 10, "b" * 10]
+    buffer.put_latest("k", "B")  # the taken slot no longer coalesces
+    assert await buffer.get_batch(max_bytes=25) == ["c" * 30]
+    assert await buffer.get_batch(max_bytes=25) == ["d" * 5, "B"]
+    assert buffer.pending_bytes == 0
