@@ -51,7 +51,7 @@ class Settings:
     heartbeat_interval_ms: int = attrs.field(default=30_000, converter=int)
     idle_timeout_ms: int = attrs.field(default=75_000, converter=int)
     max_frame_bytes: int = attrs.field(default=65_536, converter=int)
-    actions_per_second: float = attrs.field(default=20, converter=float)
+    actions_per_second: int = attrs.field(default=20, converter=int)
     actions_burst: int = attrs.field(default=40, converter=int)
     send_buffer_items: int = attrs.field(default=1024, converter=int)
     ticket_ttl_s: float = attrs.field(default=30, converter=float)

@@ -396,6 +396,13 @@ class RolloutWatcher:
         self.file_limiter = trio.CapacityLimiter(1)
         self._seen_hash: str | None = None
 
+    def push_enabled(self, user_id: str, domain: str) -> bool:
+        """Whether `domain` is pushed to `user_id` under the current file."""
+        return self.current.push_enabled(user_id, domain)
+
+    def view_for(self, user_id: str) -> dict[str, dict[str, Any]]:
+        return self.current.view_for(user_id)
+
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Load the file, report ready, then check it every `interval_s` until cancelled.
 

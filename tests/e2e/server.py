@@ -15,7 +15,7 @@ import attrs
 
 from gateway.auth import mint_token
 
-SECRET = "e2e-secret-0123456789abcdef"
+SECRET = "e2e-secret-0123456789abcdef-0123456789"
 LISTENING = re.compile(r"serving on (http://[0-9.]+:[0-9]+)")
 
 

@@ -217,7 +217,7 @@ async def test_slow_consumer_is_cut_off_with_4008_and_resumes_losslessly(make_se
     node = make_server("--send-buffer-items", "8")
     alice, bob = uid("alice"), uid("bob")
     conv = await conversation(node, bob, alice)
-    body = "x" * 30_000
+    body = "x" * 9_000
     async with ws_connect(node, alice, message_queue_size=1) as ws:
         welcome = (await ws.next())["payload"]
         # Stop reading: flood until the server gives up on this connection.
