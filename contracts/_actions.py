@@ -29,9 +29,10 @@ __all__ = [
 ]
 
 Topic = NewType("Topic", str)
-"""A subscription topic: `conversation:<id>`, `presence:<userId>` or `event:<id>`."""
+"""A subscription topic `<kind>:<id>`: the contract's `conversation:<id>`,
+`presence:<userId>` and `event:<id>`, or a topic an app declares in the registry."""
 
-TOPIC_PATTERN = r"^(conversation|presence|event):\S+$"
+TOPIC_PATTERN = r"^[a-z][a-z0-9_.-]*:\S+$"
 
 
 @attrs.frozen(kw_only=True)

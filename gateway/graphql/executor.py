@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from graphql import GraphQLError, graphql_sync
+from graphql import DocumentNode, GraphQLError, execute, parse, validate
 
 from gateway.errors import CutoverError
 from gateway.graphql.schema import RequestContext, polling_schema
@@ -24,6 +25,17 @@ def _format_error(error: GraphQLError) -> dict[str, Any]:
     else:
         formatted.setdefault("extensions", {"code": "BAD_REQUEST"})
     return formatted
+
+
+@lru_cache(maxsize=512)
+def _document(query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]]:
+    """Parse and validate a query once: clients poll the same few queries over and over."""
+    try:
+        document = parse(query)
+    except GraphQLError as error:
+        return None, (error,)
+    errors = validate(polling_schema(), document)
+    return (None, tuple(errors)) if errors else (document, ())
 
 
 def execute_request(body: Any, ctx: RequestContext) -> tuple[int, dict[str, Any]]:
@@ -51,9 +63,12 @@ def execute_request(body: Any, ctx: RequestContext) -> tuple[int, dict[str, Any]
     query = body["query"]
     if "realtimeCursor" in query:
         ctx.cursor = ctx.domain.realtime_cursor(ctx.viewer)
-    result = graphql_sync(
+    document, errors = _document(query)
+    if document is None:
+        return 400, {"errors": [_format_error(error) for error in errors]}
+    result = execute(
         polling_schema(),
-        query,
+        document,
         variable_values=variables,
         operation_name=body.get("operationName"),
         context_value=ctx,

@@ -2,7 +2,7 @@
 
 The SDL lives beside this module (`schema.graphql`, PROTOCOL.md section 3).
 Resolvers are synchronous: the whole request runs in a worker thread under
-`graphql_sync` (graphql-core's async executor needs asyncio). Query
+`execute` (graphql-core's async executor needs asyncio). Query
 resolvers return the dicts the domain builds; graphql-core's default
 resolver reads their camelCase keys. Mutation resolvers collect each
 `Outcome` on the request context so the caller can fan its events out after

@@ -26,7 +26,7 @@ async def gql(
 ) -> dict[str, Any]:
     """POST /graphql; returns `data` (or the whole body when `expect_errors`)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         response = await client.post(
             f"{url}/graphql", json={"query": query, "variables": variables or {}}, headers=headers
         )

@@ -12,7 +12,7 @@ CONVERSATION = (
 
 
 async def test_no_token_and_bad_token_get_401(server):
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         bare = await client.post(f"{server.url}/graphql", json={"query": "{ me { id } }"})
         bad = await client.post(
             f"{server.url}/graphql",
@@ -358,7 +358,7 @@ async def test_realtime_cursor_and_config(server, uid):
 
 
 async def test_health_ready_schema_and_metrics(server):
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         assert (await client.get(f"{server.url}/healthz")).status_code == 200
         ready = await client.get(f"{server.url}/readyz")
         assert ready.status_code == 200 and ready.json()["status"] == "ready"

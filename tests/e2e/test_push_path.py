@@ -72,7 +72,7 @@ async def test_handshake_refusals(server, uid):
 
 async def test_ticket_is_single_use(server, uid):
     alice = uid("alice")
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(timeout=30) as client:
         response = await client.post(
             f"{server.url}/realtime/tickets",
             headers={"Authorization": f"Bearer {server.token(alice)}"},
@@ -221,7 +221,7 @@ async def test_slow_consumer_is_cut_off_with_4008_and_resumes_losslessly(make_se
     async with ws_connect(node, alice, message_queue_size=1) as ws:
         welcome = (await ws.next())["payload"]
         # Stop reading: flood until the server gives up on this connection.
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(timeout=30) as client:
             for _ in range(400):
                 await client.post(
                     f"{node.url}/graphql",
