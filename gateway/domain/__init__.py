@@ -11,6 +11,7 @@ recipient), and the ephemeral events to hand out after commit.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -35,11 +36,30 @@ class Domain:
     def __init__(self, store: Store, clock: Callable[[], dt.datetime] = utcnow) -> None:
         self.store = store
         self.clock = clock
+        self._request = threading.local()
 
     # -- plumbing ------------------------------------------------------------
 
     @contextmanager
+    def consistent_read(self) -> Iterator[None]:
+        """Serve every query of this thread from one snapshot until the block ends.
+
+        A polling request reads its badge and its conversations at the same
+        moment, so the per-conversation counts always sum to the badge.
+        """
+        with self.store.snapshot() as tx:
+            self._request.tx = tx
+            try:
+                yield
+            finally:
+                self._request.tx = None
+
+    @contextmanager
     def _read(self) -> Iterator[Tx]:
+        shared = getattr(self._request, "tx", None)
+        if shared is not None:
+            yield shared
+            return
         with self.store.snapshot() as tx:
             yield tx
 

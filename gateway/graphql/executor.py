@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
-from graphql import DocumentNode, GraphQLError, execute, parse, validate
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    OperationDefinitionNode,
+    OperationType,
+    execute,
+    parse,
+    validate,
+)
 
 from gateway.errors import CutoverError
 from gateway.graphql.schema import RequestContext, polling_schema
@@ -38,6 +46,14 @@ def _document(query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]
     return (None, tuple(errors)) if errors else (document, ())
 
 
+def _reads_only(document: DocumentNode) -> bool:
+    return all(
+        definition.operation == OperationType.QUERY
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+    )
+
+
 def execute_request(body: Any, ctx: RequestContext) -> tuple[int, dict[str, Any]]:
     """Execute a GraphQL-over-HTTP request body; returns (HTTP status, response body).
 
@@ -66,13 +82,19 @@ def execute_request(body: Any, ctx: RequestContext) -> tuple[int, dict[str, Any]
     document, errors = _document(query)
     if document is None:
         return 400, {"errors": [_format_error(error) for error in errors]}
-    result = execute(
+    run = partial(
+        execute,
         polling_schema(),
         document,
         variable_values=variables,
         operation_name=body.get("operationName"),
         context_value=ctx,
     )
+    if _reads_only(document):
+        with ctx.domain.consistent_read():
+            result = run()
+    else:
+        result = run()
     response: dict[str, Any] = {}
     if result.errors:
         response["errors"] = [_format_error(error) for error in result.errors]
