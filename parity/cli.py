@@ -27,6 +27,7 @@ def add_parity_arguments(parser: argparse.ArgumentParser) -> None:
                      help="override the stage's poll interval (seconds)")
     run.add_argument("--flags", help="the rollout file the run is made under (for its hash)")
     run.add_argument("--out", required=True)
+    run.add_argument("--calibration", help="a directory of A/A calibration reports (noise floor)")
     run.add_argument("--no-progress", action="store_true")
 
     gate = sub.add_parser("gate", help="exit 0/1/2: may the rollout file's stages stand?")

@@ -15,6 +15,7 @@ import attrs
 
 from gateway.auth import mint_token
 
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-secret-0123456789abcdef-0123456789"
 LISTENING = re.compile(r"serving on (http://[0-9.]+:[0-9]+)")
 
@@ -54,6 +55,7 @@ class ServerProcess:
             *self.args,
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOVER_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         env.update(self.env)
         self.process = subprocess.Popen(
             command,
