@@ -62,6 +62,7 @@ class WsSettings:
     abuse_max_refusals: int = 100
     abuse_window_s: float = 10.0
     tail_interval_s: float = 5.0
+    slow_consumer_timeout_s: float = 5.0
     stream_inbox_size: int = 256
     max_batch_bytes: int = 256 * 1024
     cleanup_timeout_s: float = 5.0
@@ -186,6 +187,7 @@ class Connection:
                 runner=self._runner,
                 inbox_size=self.settings.stream_inbox_size,
                 tail_interval_s=self.settings.tail_interval_s,
+                stall_timeout_s=self.settings.slow_consumer_timeout_s,
             )
             self.stream = stream
             # Register before reading the position: every event committed after

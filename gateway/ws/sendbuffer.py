@@ -13,9 +13,14 @@ flows", step 5):
   replaces an older one still pending, in the older one's queue position;
 - droppable events (typing, notices) are dropped when the buffer is full.
 
-Ephemeral events may fill only `ephemeral_share` of the capacity, so they never
-push a durable event over the limit on their own (ephemeral events never cause
-a disconnect). Sizes are counted in characters of the encoded JSON, a cheap
+Durable events that a connection's stream pump reads from the store (gap
+fills, resume replays) and relays from the hub are paced instead
+(`put_durable_paced`): the pump waits while the buffer is above
+`paced_share` of its capacity, and only if the writer makes no room for
+`stall_timeout_s` is the client a slow consumer. Ephemeral events may fill
+only `ephemeral_share` of the capacity. Both leave the rest of the capacity to
+replies, so neither pushes a reply over the limit on its own (and ephemeral
+events never cause a disconnect). Sizes are counted in characters of the encoded JSON, a cheap
 lower bound of its UTF-8 bytes.
 """
 
@@ -63,6 +68,7 @@ class SendBuffer:
         max_items: int = 1024,
         max_bytes: int = 1 << 20,
         ephemeral_share: float = 0.75,
+        paced_share: float = 0.75,
     ) -> None:
         if max_items < 1 or max_bytes < 1:
             raise ValueError("a send buffer needs room for at least one envelope")
@@ -70,6 +76,9 @@ class SendBuffer:
         self.max_bytes = max_bytes
         self._ephemeral_items = max(1, int(max_items * ephemeral_share))
         self._ephemeral_bytes = max(1, int(max_bytes * ephemeral_share))
+        self._paced_items = max(1, int(max_items * paced_share))
+        self._paced_bytes = max(1, int(max_bytes * paced_share))
+        self._room = trio.Event()
         self._slots: collections.deque[_Slot] = collections.deque()
         self._latest: dict[str, _Slot] = {}
         self._bytes = 0
@@ -100,6 +109,25 @@ class SendBuffer:
                 f"send buffer full ({len(self._slots)} envelopes, {self._bytes} bytes pending)"
             )
         self._append(_Slot(text))
+
+    async def put_durable_paced(self, text: str, *, stall_timeout_s: float) -> None:
+        """Queue a durable event once there is room; `SlowConsumer` if none comes in time.
+
+        The wait restarts whenever the writer takes a batch: what ends the
+        connection is a writer that makes no progress for `stall_timeout_s`.
+        """
+        while not self._closed and not self._has_paced_room(text):
+            with trio.move_on_after(stall_timeout_s) as waited:
+                await self._room.wait()
+            self._room = trio.Event()
+            if waited.cancelled_caught:
+                self.stats.overflows += 1
+                raise SlowConsumer(
+                    f"no room in the send buffer for {stall_timeout_s:g} s "
+                    f"({len(self._slots)} envelopes, {self._bytes} bytes pending)"
+                )
+        if not self._closed:
+            self._append(_Slot(text))
 
     def put_final(self, text: str) -> None:
         """Queue a last envelope before a close (`system.reconnect`, `error`), ignoring limits."""
@@ -163,6 +191,7 @@ class SendBuffer:
             size += len(slot.text) + 1
             self._bytes -= len(slot.text)
         self.stats.batches += 1
+        self._room.set()
         return batch
 
     def take_all(self) -> list[str]:
@@ -173,14 +202,21 @@ class SendBuffer:
         self._bytes = 0
         if batch:
             self.stats.batches += 1
+            self._room.set()
         return batch
 
     def close(self) -> None:
         """Accept nothing more; the writer still drains what is pending."""
         self._closed = True
         self._wakeup.set()
+        self._room.set()
 
     # -- internals -----------------------------------------------------------
+
+    def _has_paced_room(self, text: str) -> bool:
+        if not self._slots:
+            return True  # an event larger than the share still goes, alone
+        return len(self._slots) < self._paced_items and self._bytes + len(text) <= self._paced_bytes
 
     def _has_ephemeral_room(self, text: str) -> bool:
         return (

@@ -12,6 +12,12 @@ waiting (`offer`); a single pump task sends them on:
 - every `tail_interval_s` it compares `last_sent` with the store's stream
   position and fills what a lost notification missed (store tailing).
 
+Live events go into the send buffer at once: if they overflow it, the client
+is a slow consumer (4008) and resumes later. Events read from the store
+(fills, refills, resume replays) are paced to the writer, so a long replay
+never overflows the buffer; only a writer that makes no progress for
+`stall_timeout_s` ends it.
+
 `session.resume` runs inside the pump, so replayed and live events never
 interleave out of order. Events of a domain whose push is OFF for the user
 (rollout) are withheld: the connection gets a `stream.skipped` envelope with
@@ -81,6 +87,7 @@ class UserStream:
         runner: Runner | None = None,
         inbox_size: int = 256,
         tail_interval_s: float = 5.0,
+        stall_timeout_s: float = 5.0,
     ) -> None:
         self.user_id = user_id
         self.store = store
@@ -93,6 +100,7 @@ class UserStream:
         self._inbox_size = inbox_size
         self._must_refill = False
         self._tail_interval_s = tail_interval_s
+        self._stall_timeout_s = stall_timeout_s
         self._wakeup = trio.Event()
         self._resume_send, self._resume_receive = trio.open_memory_channel[ResumeRequest](4)
         self.started = False
@@ -120,7 +128,8 @@ class UserStream:
     # -- the pump ------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Send events on until cancelled; raises `SlowConsumer` on overflow."""
+        """Send events on until cancelled; raises `SlowConsumer` when live events
+        overflow the send buffer or the writer stalls during a replay."""
         self.started = True
         task_status.started()
         # a random phase, so the tails of many connections do not fall together
@@ -169,12 +178,12 @@ class UserStream:
             elif event.seq <= self.last_sent:
                 self.stats["skipped_dup"] += 1
             elif event.seq == self.last_sent + 1:
-                self._send(event, text)
+                await self._send(event, text, live=True)
                 self.stats["live"] += 1
             else:
                 await self._fill(until=event.seq)
                 if event.seq == self.last_sent + 1:
-                    self._send(event, text)
+                    await self._send(event, text, live=True)
                     self.stats["live"] += 1
 
     async def tail(self) -> None:
@@ -197,7 +206,7 @@ class UserStream:
                 if until is not None and event.seq >= until:
                     return
                 if event.seq == self.last_sent + 1:
-                    self._send(event, None)
+                    await self._send(event, None)
                     self.stats["filled"] += 1
                     sent += 1
             if len(page) < PAGE or sent == 0:
@@ -225,7 +234,7 @@ class UserStream:
                 first = False
                 for event in page:
                     if event.seq == self.last_sent + 1:
-                        self._send(event, None)
+                        await self._send(event, None)
                 if len(page) < PAGE:
                     break
         except HistoryExpired:
@@ -233,7 +242,7 @@ class UserStream:
             await self._reset("HISTORY_EXPIRED", request.reply_to)
             return
         self._count_resume("resumed")
-        self.buffer.put_durable(
+        await self._put(
             self._envelope(
                 "session.resumed",
                 {"fromSeq": request.last_seq + 1, "toSeq": self.last_sent},
@@ -248,7 +257,7 @@ class UserStream:
         self.epoch = position.epoch
         self.last_sent = position.seq
         self._inbox = collections.deque(item for item in self._inbox if item[0].seq > position.seq)
-        self.buffer.put_durable(
+        await self._put(
             self._envelope(
                 "session.reset",
                 {"reason": reason, "epoch": position.epoch, "seq": position.seq},
@@ -258,7 +267,9 @@ class UserStream:
 
     # -- sending -------------------------------------------------------------
 
-    def _send(self, event: StoredEvent, text: str | None) -> None:
+    async def _send(self, event: StoredEvent, text: str | None, *, live: bool = False) -> None:
+        """Queue one event: a live one at once (overflow: `SlowConsumer`), one read
+        from the store paced to the writer."""
         domain = domain_of_event(self.rollout, event.type) if self.rollout is not None else None
         if domain is not None and not self.rollout.push_enabled(self.user_id, domain):
             self.stats["withheld"] += 1
@@ -273,8 +284,14 @@ class UserStream:
             text = encode_envelope(
                 event.type, event.payload, id=event.id, seq=event.seq, sent_at=event.created_at
             )
-        self.buffer.put_durable(text)
+        if live:
+            self.buffer.put_durable(text)
+        else:
+            await self.buffer.put_durable_paced(text, stall_timeout_s=self._stall_timeout_s)
         self.last_sent = event.seq
+
+    async def _put(self, text: str) -> None:
+        await self.buffer.put_durable_paced(text, stall_timeout_s=self._stall_timeout_s)
 
     def _envelope(self, type_: str, payload: dict, reply_to: str | None) -> str:
         return encode_envelope(

@@ -116,3 +116,26 @@ async def test_batches_are_capped_in_bytes_but_take_at_least_one():
     assert await buffer.get_batch(max_bytes=25) == ["c" * 30]
     assert await buffer.get_batch(max_bytes=25) == ["d" * 5, "B"]
     assert buffer.pending_bytes == 0
+
+
+async def test_paced_put_waits_for_the_writer_and_leaves_room_for_replies(autojump_clock):
+    buffer = SendBuffer(max_items=4, paced_share=0.5)
+    await buffer.put_durable_paced("e1", stall_timeout_s=5)
+    await buffer.put_durable_paced("e2", stall_timeout_s=5)
+    buffer.put_durable("reply")  # replies use the room paced events leave
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(lambda: buffer.put_durable_paced("e3", stall_timeout_s=5))
+        await trio.sleep(4)
+        assert await buffer.get_batch() == ["e1", "e2", "reply"]
+        await trio.testing.wait_all_tasks_blocked()
+    assert await buffer.get_batch() == ["e3"]
+
+
+async def test_paced_put_gives_up_on_a_stalled_writer(autojump_clock):
+    buffer = SendBuffer(max_items=2, paced_share=0.5)
+    await buffer.put_durable_paced("e1", stall_timeout_s=5)
+    start = trio.current_time()
+    with pytest.raises(SlowConsumer):
+        await buffer.put_durable_paced("e2", stall_timeout_s=5)
+    assert trio.current_time() - start == 5
+    assert buffer.stats.overflows == 1

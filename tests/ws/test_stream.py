@@ -215,3 +215,37 @@ async def test_withheld_domain_sends_skipped_with_the_same_seq(h, autojump_clock
         ("notification.new", 3),
     ]
     assert envelopes[1]["payload"] == {"domain": "chat", "type": "chat.message"}
+
+
+async def test_live_overflow_is_a_slow_consumer_but_a_refill_is_paced(autojump_clock):
+    from gateway.ws.sendbuffer import SlowConsumer
+
+    store = FakeStore()
+    buffer = SendBuffer(max_items=4)
+    stream = UserStream(
+        user_id="u",
+        store=store,
+        buffer=buffer,
+        cursor=Cursor(store.epoch, 0),
+        runner=inline_runner,
+        inbox_size=2,
+    )
+    cut_off = False
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(stream.run)
+            for _ in range(10):  # overflows the inbox: the pump refills from the store
+                stream.offer(store.append("u"))
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(buffer) == 3  # paced: waits at 3/4 of the buffer for the writer
+            got: list[int] = []
+            while len(got) < 10:
+                got += [json.loads(t)["seq"] for t in await buffer.get_batch()]
+            assert got == list(range(1, 11))
+            for _ in range(5):  # live events overflow a buffer nobody drains
+                stream.offer(store.append("u"))
+                await trio.testing.wait_all_tasks_blocked()
+    except* SlowConsumer:
+        cut_off = True
+    assert cut_off
+    assert len(buffer) == 4
