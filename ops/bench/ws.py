@@ -1,0 +1,378 @@
+"""`cutover bench ws`: memory per idle WebSocket connection and targeted
+publish-to-receive latency, Cutover beside a bare trio-websocket server.
+
+In one run, for each server (the bare one in `ops/bench/raw_ws_server.py`,
+then `cutover serve` over a temporary SQLite store), with the same client:
+
+1. connect `--connections` WebSocket clients (one user each), held by two
+   client processes so the clients' CPU is not in the measuring process;
+   resident memory per idle connection = (server RSS after connecting minus
+   RSS before) / connections;
+2. publish targeted events at `--rate` events/s for `--duration` seconds, each
+   to one random connected user, and record publish-to-receive latency at the
+   clients: receive wall time minus the wall time stamped at publish.
+
+Publishing differs by necessity: the bare server generates and stamps the
+events itself; on Cutover a publisher task in this process sends admin
+`createNotification` GraphQL mutations (`--clients` concurrent HTTP clients,
+paced to the rate) whose text carries the stamp, so Cutover's latency
+includes the HTTP request, the GraphQL execution and the store commit. The
+server is pinned to CPU 0 and the clients and publisher to CPU 1 when the
+machine has two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import multiprocessing
+import random
+import secrets
+import sys
+import tempfile
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import attrs
+import httpx
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+from gateway.auth import mint_token
+from ops.bench._common import (
+    ServerProcess,
+    Table,
+    percentile,
+    pin,
+    raise_nofile,
+    sample,
+    send_line,
+    start_cutover,
+    start_raw,
+    user_ids,
+)
+
+__all__ = ["main"]
+
+WORKERS = 2
+CONNECT_CONCURRENCY = 64
+MUTATION = (
+    'mutation($u: ID!, $t: String!) { createNotification(userId: $u, kind: "bench", '
+    "text: $t) { id } }"
+)
+
+
+# -- client processes --------------------------------------------------------
+
+
+@attrs.define
+class ClientTally:
+    """What one client process saw."""
+
+    connected: int = 0
+    failed: int = 0
+    failure: str = ""
+    latencies: list[float] = attrs.Factory(list)
+    frames: int = 0
+    bytes: int = 0
+
+
+def _stamp(envelope: dict) -> float | None:
+    """The publish wall time an event carries, if it is a benchmark event."""
+    payload = envelope.get("payload") or {}
+    if envelope.get("type") == "bench.event":
+        return payload.get("t")
+    if envelope.get("type") == "notification.new":
+        text = (payload.get("notification") or {}).get("text", "")
+        if text.startswith("t="):
+            return float(text[2:])
+    return None
+
+
+async def _client(url: str, headers: list, tally: ClientTally, limiter, task_status) -> None:
+    started = False
+    try:
+        async with limiter:
+            ws_cm = open_websocket_url(url, extra_headers=headers, message_queue_size=64)
+            ws = await ws_cm.__aenter__()
+        try:
+            await ws.get_message()  # session.welcome
+            tally.connected += 1
+            task_status.started()
+            started = True
+            while True:
+                frame = await ws.get_message()
+                received = time.time()
+                tally.frames += 1
+                tally.bytes += len(frame)
+                for line in frame.split("\n"):
+                    if line:
+                        stamp = _stamp(json.loads(line))
+                        if stamp is not None:
+                            tally.latencies.append(received - stamp)
+        finally:
+            await ws_cm.__aexit__(None, None, None)
+    except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as exc:
+        tally.failed += 1
+        tally.failure = tally.failure or repr(exc)
+        if not started:
+            task_status.started()
+
+
+async def _client_main(pipe: Connection, targets: list[tuple[str, list]]) -> None:
+    tally = ClientTally()
+    limiter = trio.CapacityLimiter(CONNECT_CONCURRENCY)
+    pipe_limiter = trio.CapacityLimiter(1)
+    async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as connecting:
+            for url, headers in targets:
+                connecting.start_soon(
+                    lambda u=url, h=headers: nursery.start(_client, u, h, tally, limiter)
+                )
+        pipe.send(("connected", tally.connected, tally.failed, tally.failure))
+        await trio.to_thread.run_sync(pipe.recv, limiter=pipe_limiter)  # "stop"
+        nursery.cancel_scope.cancel()
+    pipe.send(("tally", attrs.asdict(tally)))
+
+
+def client_process(pipe: Connection, targets: list[tuple[str, list]], cpu: int | None) -> None:
+    """Entry point of one client process: hold `targets` connections until told to stop."""
+    raise_nofile(len(targets) + 256)
+    if cpu is not None:
+        pin(0, [cpu])
+    trio.run(_client_main, pipe, targets)
+
+
+# -- the run -----------------------------------------------------------------
+
+
+@attrs.define
+class Result:
+    """One server's figures."""
+
+    connections: int = 0
+    failed: int = 0
+    rss_before: int = 0
+    rss_after: int = 0
+    published: int = 0
+    publish_seconds: float = 0.0
+    publish_errors: int = 0
+    received: int = 0
+    latencies: list[float] = attrs.Factory(list)
+    cpu_s: float = 0.0
+
+    @property
+    def per_connection(self) -> float:
+        return (self.rss_after - self.rss_before) / self.connections if self.connections else 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.published / self.publish_seconds if self.publish_seconds else 0.0
+
+
+def _targets(server: ServerProcess, users: list[str], secret: str | None) -> list[tuple[str, list]]:
+    if secret is None:  # the bare server names the user in the path
+        return [(f"{server.ws_url}?user={u}", []) for u in users]
+    return [
+        (server.ws_url, [("Authorization", f"Bearer {mint_token(secret, u, ttl_s=3600)}")])
+        for u in users
+    ]
+
+
+def _start_clients(targets, two_cpus: bool) -> list[tuple[multiprocessing.Process, Connection]]:
+    context = multiprocessing.get_context("spawn")
+    clients = []
+    for k in range(WORKERS):
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=client_process,
+            args=(child, targets[k::WORKERS], 1 if two_cpus else None),
+            daemon=True,
+        )
+        process.start()
+        clients.append((process, parent))
+    return clients
+
+
+def _gather(clients, kind: str, timeout: float) -> list[tuple]:
+    replies = []
+    for _process, pipe in clients:
+        if not pipe.poll(timeout):
+            raise RuntimeError(f"a client process sent no {kind!r} in {timeout:.0f} s")
+        replies.append(pipe.recv())
+    return replies
+
+
+async def _publish_cutover(
+    url: str, secret: str, users: list[str], rate: float, seconds: float, clients: int
+) -> tuple[int, int, float]:
+    """Send paced `createNotification` mutations; return (ok, errors, seconds)."""
+    admin = mint_token(secret, "bench-admin", admin=True, ttl_s=3600)
+    headers = {"Authorization": f"Bearer {admin}"}
+    total = int(rate * seconds)
+    slots = itertools.count()
+    ok = errors = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal ok, errors
+        for n in slots:
+            if n >= total:
+                return
+            await trio.sleep_until(started + n / rate)
+            variables = {"u": random.choice(users), "t": f"t={time.time():.6f}"}
+            try:
+                response = await client.post(
+                    f"{url}/graphql", json={"query": MUTATION, "variables": variables}
+                )
+                body = response.json()
+                if response.status_code == 200 and not body.get("errors"):
+                    ok += 1
+                else:
+                    errors += 1
+            except (httpx.HTTPError, ValueError):
+                errors += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=30, headers=headers, limits=limits) as client:
+        # Warm up (query parsing, connections); unstamped texts are not measured.
+        for n in range(min(20, len(users))):
+            await client.post(
+                f"{url}/graphql",
+                json={"query": MUTATION, "variables": {"u": users[n], "t": "warm-up"}},
+            )
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(clients):
+                nursery.start_soon(worker, client)
+    return ok, errors, trio.current_time() - started
+
+
+def _wait_published(server: ServerProcess, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in server.log:
+            if line.startswith("published "):
+                return int(line.split()[1])
+        time.sleep(0.05)
+    raise RuntimeError("the bare server did not finish publishing:\n" + "".join(server.log[-30:]))
+
+
+def _measure(
+    server: ServerProcess, users: list[str], secret: str | None, args, two_cpus: bool
+) -> Result:
+    result = Result()
+    process = server.psutil()
+    if two_cpus:
+        pin(server.pid, [0])
+    targets = _targets(server, users, secret)
+    # Warm up the accept path with a few connections, then take the baseline.
+    warm = _start_clients(targets[:WORKERS], two_cpus)
+    _gather(warm, "connected", 60)
+    for _, pipe in warm:
+        pipe.send("stop")
+    _gather(warm, "tally", 30)
+    time.sleep(1.0)
+    result.rss_before = sample(process).rss
+
+    clients = _start_clients(targets, two_cpus)
+    replies = _gather(clients, "connected", 60 + len(users) / 50)
+    result.connections = sum(r[1] for r in replies)
+    result.failed = sum(r[2] for r in replies)
+    failures = [r[3] for r in replies if r[3]]
+    if failures:
+        print(f"note: a client failed to connect: {failures[0]}", file=sys.stderr)
+    time.sleep(1.0)
+    result.rss_after = sample(process).rss
+
+    cpu_before = sample(process).cpu_s
+    if secret is None:
+        send_line(server, f"publish {args.rate} {args.duration}")
+        result.published = _wait_published(server, args.duration * 3 + 30)
+        result.publish_seconds = args.duration
+    else:
+        ok, errors, took = trio.run(
+            _publish_cutover, server.url, secret, users, args.rate, args.duration, args.clients
+        )
+        result.published, result.publish_errors, result.publish_seconds = ok, errors, took
+    time.sleep(1.0)  # let the last deliveries land
+    result.cpu_s = sample(process).cpu_s - cpu_before
+    for _, pipe in clients:
+        pipe.send("stop")
+    for reply in _gather(clients, "tally", 60):
+        tally = reply[1]
+        result.latencies.extend(tally["latencies"])
+    result.received = len(result.latencies)
+    for process_, _ in clients:
+        process_.join(10)
+    return result
+
+
+def _print(raw: Result, cut: Result, args) -> None:
+    table = Table(
+        f"ws benchmark: {args.connections} connections, {args.rate:g} events/s targeted "
+        f"for {args.duration:g} s, 127.0.0.1",
+        ["metric", "cutover", "raw trio-websocket", "ratio"],
+    )
+
+    def row(name: str, c: float, r: float) -> None:
+        table.add(name, c, r, c / r if r else float("nan"))
+
+    row("connections held", cut.connections, raw.connections)
+    row("RSS per idle connection (KiB)", cut.per_connection / 1024, raw.per_connection / 1024)
+    row("server RSS with connections (MiB)", cut.rss_after / 2**20, raw.rss_after / 2**20)
+    row("events published", cut.published, raw.published)
+    row("achieved publish rate (events/s)", cut.rate, raw.rate)
+    row("events received", cut.received, raw.received)
+    for q in (50, 95, 99):
+        row(
+            f"p{q} publish-to-receive (ms)",
+            percentile(cut.latencies, q) * 1000,
+            percentile(raw.latencies, q) * 1000,
+        )
+    row("max publish-to-receive (ms)", max(cut.latencies, default=0) * 1000,
+        max(raw.latencies, default=0) * 1000)  # fmt: skip
+    row(
+        "server CPU per event (ms)",
+        cut.cpu_s / cut.published * 1000 if cut.published else float("nan"),
+        raw.cpu_s / raw.published * 1000 if raw.published else float("nan"),
+    )
+    table.notes.append(
+        "cutover events are admin createNotification mutations over HTTP (the store "
+        "commit is in the path); the bare server generates and stamps its own events"
+    )
+    if cut.failed or raw.failed or cut.publish_errors:
+        table.notes.append(
+            f"failed connections: cutover {cut.failed}, raw {raw.failed}; "
+            f"publish errors: cutover {cut.publish_errors}"
+        )
+    table.print()
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the benchmark and print its table; 0 on success."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    connections = max(1, args.connections)
+    nofile = connections + 1024
+    raise_nofile(nofile)
+    two_cpus = pin(0, [1])  # this process publishes on CPU 1 with the clients
+    users = user_ids(connections)
+    secret = secrets.token_hex(32)
+    with tempfile.TemporaryDirectory(prefix="cutover-bench-") as tmp:
+        with start_raw(Path(tmp), nofile) as raw_server:
+            raw = _measure(raw_server, users, None, args, two_cpus)
+        with start_cutover(Path(tmp), secret, nofile=nofile) as server:
+            cut = _measure(server, users, secret, args, two_cpus)
+    _print(raw, cut, args)
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--clients", type=int, default=8)
+    raise SystemExit(main(parser.parse_args()))
