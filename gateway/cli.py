@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 
 import attrs
 
 from gateway.config import ConfigError, Settings, settings_from
+from ops.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -172,10 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format='{"t":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
+    configure_logging(args.log_level)
     try:
         return args.handler(args)
     except ConfigError as exc:
