@@ -125,6 +125,7 @@ class Connection:
         node_id: str = "local",
         runner: Runner | None = None,
         viewer_factory: Callable[[Any], Any] | None = None,
+        topic_authorizer: Any = None,
     ) -> None:
         self.id = new_id("conn")
         self.transport = transport
@@ -140,6 +141,7 @@ class Connection:
         self.node_id = node_id
         self._runner = runner
         self._viewer_factory = viewer_factory
+        self._topic_authorizer = topic_authorizer
         self.presence = "ONLINE"
         self.topics: set[str] = set()
         self.buffer = SendBuffer(
@@ -458,11 +460,20 @@ class Connection:
         if topic not in self.topics:
             if len(self.topics) >= MAX_SUBSCRIPTIONS:
                 raise Forbidden(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")
-            allowed = await self._run(self.domain.can_subscribe, self._viewer(), topic)
+            allowed = await self._may_subscribe(topic)
             if not allowed:
                 raise Forbidden(f"not allowed to subscribe to {topic}")
             self.hub.subscribe(self, topic)
         self._ack({"topic": topic}, action.id)
+
+    async def _may_subscribe(self, topic: str) -> bool:
+        """App-declared topics by the registry's rules, the contract's by the domain."""
+        if self._topic_authorizer is not None:
+            p = self.principal
+            verdict = await self._topic_authorizer.allowed(p.user_id, p.tenant, topic)
+            if verdict is not None:
+                return bool(verdict)
+        return bool(await self._run(self.domain.can_subscribe, self._viewer(), topic))
 
     async def _unsubscribe(self, action: Any) -> None:
         topic = action.payload.topic

@@ -433,3 +433,44 @@ async def test_a_resume_larger_than_the_send_buffer_is_paced_not_cut_off(world, 
     assert seqs == list(range(1, 201))
     assert envelope["payload"] == {"fromSeq": 1, "toSeq": 200}
     assert client.close_code is None
+
+
+class TenantTopics:
+    """App-declared `goal:<tenant>/<id>` topics; None for every other topic."""
+
+    async def allowed(self, user_id, tenant, topic):
+        await trio.lowlevel.checkpoint()
+        if not topic.startswith("goal:"):
+            return None
+        return tenant is not None and topic.startswith(f"goal:{tenant}/")
+
+
+async def test_app_declared_topics_are_authorized_by_the_topic_authorizer(world, autojump_clock):
+    from gateway.ws.connection import Connection
+    from gateway.ws.transport import MemoryTransport
+
+    from .conftest import Principal, Viewer, inline_runner
+
+    world.domain.conversations["c"] = {"acme/ann"}
+    transport = MemoryTransport()
+    conn = Connection(
+        transport,
+        Principal("acme/ann", tenant="acme", expires_at=10**10),
+        hub=world.hub,
+        store=world.store,
+        domain=world.domain,
+        runner=inline_runner,
+        viewer_factory=lambda p: Viewer(p.user_id),
+        topic_authorizer=TenantTopics(),
+    )
+    world.nursery.start_soon(conn.serve)
+    world.connections.append((conn, transport.client))
+    client = transport.client
+    await client.receive()
+    ok = await ask(client, "subscribe", {"topic": "goal:acme/g1"}, id="a")
+    assert ok["type"] == "ack"
+    other = await ask(client, "subscribe", {"topic": "goal:globex/g1"}, id="b")
+    assert other["payload"]["code"] == "FORBIDDEN"
+    builtin = await ask(client, "subscribe", {"topic": "conversation:c"}, id="c")
+    assert builtin["type"] == "ack"
+    assert world.hub.subscribers("goal:acme/g1") == [conn]
