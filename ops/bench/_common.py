@@ -16,7 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
@@ -31,8 +32,12 @@ __all__ = [
     "ProcessSample",
     "ServerProcess",
     "Table",
+    "conditions",
+    "http_request_bytes",
+    "http_response_bytes",
     "percentile",
     "pin",
+    "pinned_self",
     "raise_nofile",
     "sample",
     "seed_users",
@@ -99,13 +104,28 @@ def pin(pid: int, cpus: Iterable[int]) -> bool:
     """Pin a process to `cpus` when the machine has them; False when it cannot."""
     wanted = set(cpus)
     try:
-        available = os.sched_getaffinity(0)
-        if not wanted <= available:
+        if not wanted <= set(range(os.cpu_count() or 1)):
             return False
         os.sched_setaffinity(pid, wanted)
     except (AttributeError, OSError):
         return False
     return True
+
+
+@contextmanager
+def pinned_self(cpu: int) -> Iterator[bool]:
+    """Pin this process to `cpu` for the block (True if it could), then restore."""
+    try:
+        previous = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        yield False
+        return
+    done = pin(0, [cpu])
+    try:
+        yield done
+    finally:
+        if done:
+            os.sched_setaffinity(0, previous)
 
 
 @attrs.define
@@ -260,7 +280,9 @@ class Table:
         ]
         lines = [self.title]
         for n, row in enumerate([self.header, *self.rows]):
-            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
+            cells = [row[0].ljust(widths[0])] + [
+                c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+            ]
             lines.append("  ".join(cells).rstrip())
             if n == 0:
                 lines.append("  ".join("-" * w for w in widths))
@@ -287,3 +309,26 @@ def _cell(value: object) -> str:
 
 def dumps(value: object) -> str:
     return json.dumps(value, separators=(",", ":"))
+
+
+def conditions() -> str:
+    """The machine's state when a benchmark starts, for the table's notes."""
+    one, five, _ = os.getloadavg()
+    return (
+        f"{os.cpu_count()} CPUs, load average {one:.2f} (1 min) {five:.2f} (5 min) at start; "
+        f"Python {sys.version.split()[0]}"
+    )
+
+
+def http_request_bytes(request) -> int:
+    """Bytes of an HTTP/1.1 request on the wire (request line, headers, body)."""
+    line = len(request.method) + len(request.url.raw_path) + len(b"  HTTP/1.1\r\n")
+    headers = sum(len(k) + len(v) + 4 for k, v in request.headers.raw)
+    return line + headers + 2 + len(request.content)
+
+
+def http_response_bytes(response) -> int:
+    """Bytes of an HTTP/1.1 response on the wire (status line, headers, body)."""
+    line = len(f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n")
+    headers = sum(len(k) + len(v) + 4 for k, v in response.headers.raw)
+    return line + headers + 2 + len(response.content)

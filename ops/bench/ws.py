@@ -47,6 +47,7 @@ from ops.bench._common import (
     Table,
     percentile,
     pin,
+    pinned_self,
     raise_nofile,
     sample,
     send_line,
@@ -55,7 +56,7 @@ from ops.bench._common import (
     user_ids,
 )
 
-__all__ = ["main"]
+__all__ = ["client_process", "gather", "main", "start_clients", "targets_for"]
 
 WORKERS = 2
 CONNECT_CONCURRENCY = 64
@@ -70,7 +71,7 @@ MUTATION = (
 
 @attrs.define
 class ClientTally:
-    """What one client process saw."""
+    """What one client process saw; bytes include WebSocket frame headers."""
 
     connected: int = 0
     failed: int = 0
@@ -78,6 +79,17 @@ class ClientTally:
     latencies: list[float] = attrs.Factory(list)
     frames: int = 0
     bytes: int = 0
+    sent_frames: int = 0
+    sent_bytes: int = 0
+
+    def counts(self) -> tuple[int, int, int, int]:
+        return self.frames, self.bytes, self.sent_frames, self.sent_bytes
+
+
+def frame_header_bytes(size: int, masked: bool) -> int:
+    """RFC 6455 frame header size for a payload of `size` bytes."""
+    base = 2 if size < 126 else 4 if size < 65536 else 10
+    return base + (4 if masked else 0)
 
 
 def _stamp(envelope: dict) -> float | None:
@@ -92,7 +104,19 @@ def _stamp(envelope: dict) -> float | None:
     return None
 
 
-async def _client(url: str, headers: list, tally: ClientTally, limiter, task_status) -> None:
+async def _pinger(ws, tally: ClientTally, offset: float, every: float) -> None:
+    """Send the protocol's `ping` every `every` seconds, first after `offset`."""
+    await trio.sleep(offset)
+    for n in itertools.count():
+        message = json.dumps({"v": 1, "id": f"p-{n}", "action": "ping", "payload": {}})
+        size = len(message.encode())
+        await ws.send_message(message)
+        tally.sent_frames += 1
+        tally.sent_bytes += size + frame_header_bytes(size, masked=True)
+        await trio.sleep(every)
+
+
+async def _client(url: str, headers: list, tally: ClientTally, limiter, ping, task_status) -> None:
     started = False
     try:
         async with limiter:
@@ -103,16 +127,20 @@ async def _client(url: str, headers: list, tally: ClientTally, limiter, task_sta
             tally.connected += 1
             task_status.started()
             started = True
-            while True:
-                frame = await ws.get_message()
-                received = time.time()
-                tally.frames += 1
-                tally.bytes += len(frame)
-                for line in frame.split("\n"):
-                    if line:
-                        stamp = _stamp(json.loads(line))
-                        if stamp is not None:
-                            tally.latencies.append(received - stamp)
+            async with trio.open_nursery() as nursery:
+                if ping is not None:
+                    nursery.start_soon(_pinger, ws, tally, *ping)
+                while True:
+                    frame = await ws.get_message()
+                    received = time.time()
+                    size = len(frame.encode())
+                    tally.frames += 1
+                    tally.bytes += size + frame_header_bytes(size, masked=False)
+                    for line in frame.split("\n"):
+                        if line:
+                            stamp = _stamp(json.loads(line))
+                            if stamp is not None:
+                                tally.latencies.append(received - stamp)
         finally:
             await ws_cm.__aexit__(None, None, None)
     except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as exc:
@@ -122,28 +150,38 @@ async def _client(url: str, headers: list, tally: ClientTally, limiter, task_sta
             task_status.started()
 
 
-async def _client_main(pipe: Connection, targets: list[tuple[str, list]]) -> None:
+async def _client_main(
+    pipe: Connection, targets: list[tuple[str, list]], ping_every: float | None
+) -> None:
     tally = ClientTally()
     limiter = trio.CapacityLimiter(CONNECT_CONCURRENCY)
     pipe_limiter = trio.CapacityLimiter(1)
     async with trio.open_nursery() as nursery:
         async with trio.open_nursery() as connecting:
-            for url, headers in targets:
+            for n, (url, headers) in enumerate(targets):
+                ping = None if ping_every is None else (n * ping_every / len(targets), ping_every)
                 connecting.start_soon(
-                    lambda u=url, h=headers: nursery.start(_client, u, h, tally, limiter)
+                    lambda u=url, h=headers, p=ping: nursery.start(_client, u, h, tally, limiter, p)
                 )
         pipe.send(("connected", tally.connected, tally.failed, tally.failure))
-        await trio.to_thread.run_sync(pipe.recv, limiter=pipe_limiter)  # "stop"
-        nursery.cancel_scope.cancel()
+        while (await trio.to_thread.run_sync(pipe.recv, limiter=pipe_limiter)) == "mark":
+            pipe.send(("mark", tally.counts()))
+        nursery.cancel_scope.cancel()  # told "stop"
     pipe.send(("tally", attrs.asdict(tally)))
 
 
-def client_process(pipe: Connection, targets: list[tuple[str, list]], cpu: int | None) -> None:
-    """Entry point of one client process: hold `targets` connections until told to stop."""
+def client_process(
+    pipe: Connection,
+    targets: list[tuple[str, list]],
+    cpu: int | None,
+    ping_every: float | None = None,
+) -> None:
+    """Entry point of one client process: hold `targets` connections until told
+    "stop"; answer "mark" with the counts so far; ping every `ping_every` s if set."""
     raise_nofile(len(targets) + 256)
     if cpu is not None:
         pin(0, [cpu])
-    trio.run(_client_main, pipe, targets)
+    trio.run(_client_main, pipe, targets, ping_every)
 
 
 # -- the run -----------------------------------------------------------------
@@ -173,7 +211,9 @@ class Result:
         return self.published / self.publish_seconds if self.publish_seconds else 0.0
 
 
-def _targets(server: ServerProcess, users: list[str], secret: str | None) -> list[tuple[str, list]]:
+def targets_for(
+    server: ServerProcess, users: list[str], secret: str | None
+) -> list[tuple[str, list]]:
     if secret is None:  # the bare server names the user in the path
         return [(f"{server.ws_url}?user={u}", []) for u in users]
     return [
@@ -182,14 +222,17 @@ def _targets(server: ServerProcess, users: list[str], secret: str | None) -> lis
     ]
 
 
-def _start_clients(targets, two_cpus: bool) -> list[tuple[multiprocessing.Process, Connection]]:
+def start_clients(
+    targets, two_cpus: bool, ping_every: float | None = None
+) -> list[tuple[multiprocessing.Process, Connection]]:
+    """Start the client processes holding `targets` (URL, headers) connections."""
     context = multiprocessing.get_context("spawn")
     clients = []
     for k in range(WORKERS):
         parent, child = context.Pipe()
         process = context.Process(
             target=client_process,
-            args=(child, targets[k::WORKERS], 1 if two_cpus else None),
+            args=(child, targets[k::WORKERS], 1 if two_cpus else None, ping_every),
             daemon=True,
         )
         process.start()
@@ -197,7 +240,7 @@ def _start_clients(targets, two_cpus: bool) -> list[tuple[multiprocessing.Proces
     return clients
 
 
-def _gather(clients, kind: str, timeout: float) -> list[tuple]:
+def gather(clients, kind: str, timeout: float) -> list[tuple]:
     replies = []
     for _process, pipe in clients:
         if not pipe.poll(timeout):
@@ -267,18 +310,18 @@ def _measure(
     process = server.psutil()
     if two_cpus:
         pin(server.pid, [0])
-    targets = _targets(server, users, secret)
+    targets = targets_for(server, users, secret)
     # Warm up the accept path with a few connections, then take the baseline.
-    warm = _start_clients(targets[:WORKERS], two_cpus)
-    _gather(warm, "connected", 60)
+    warm = start_clients(targets[:WORKERS], two_cpus)
+    gather(warm, "connected", 60)
     for _, pipe in warm:
         pipe.send("stop")
-    _gather(warm, "tally", 30)
+    gather(warm, "tally", 30)
     time.sleep(1.0)
     result.rss_before = sample(process).rss
 
-    clients = _start_clients(targets, two_cpus)
-    replies = _gather(clients, "connected", 60 + len(users) / 50)
+    clients = start_clients(targets, two_cpus)
+    replies = gather(clients, "connected", 60 + len(users) / 50)
     result.connections = sum(r[1] for r in replies)
     result.failed = sum(r[2] for r in replies)
     failures = [r[3] for r in replies if r[3]]
@@ -301,7 +344,7 @@ def _measure(
     result.cpu_s = sample(process).cpu_s - cpu_before
     for _, pipe in clients:
         pipe.send("stop")
-    for reply in _gather(clients, "tally", 60):
+    for reply in gather(clients, "tally", 60):
         tally = reply[1]
         result.latencies.extend(tally["latencies"])
     result.received = len(result.latencies)
@@ -357,10 +400,13 @@ def main(args: argparse.Namespace) -> int:
     connections = max(1, args.connections)
     nofile = connections + 1024
     raise_nofile(nofile)
-    two_cpus = pin(0, [1])  # this process publishes on CPU 1 with the clients
     users = user_ids(connections)
     secret = secrets.token_hex(32)
-    with tempfile.TemporaryDirectory(prefix="cutover-bench-") as tmp:
+    # This process publishes on CPU 1 with the clients; the server runs on CPU 0.
+    with (
+        pinned_self(1) as two_cpus,
+        tempfile.TemporaryDirectory(prefix="cutover-bench-") as tmp,
+    ):
         with start_raw(Path(tmp), nofile) as raw_server:
             raw = _measure(raw_server, users, None, args, two_cpus)
         with start_cutover(Path(tmp), secret, nofile=nofile) as server:
