@@ -66,7 +66,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
         try:
             with trio.fail_after(2):
                 await run_store(runtime.store.stream_position, "readyz-probe")
-        except (trio.TooSlowError, Exception) as exc:  # noqa: BLE001 - any store failure
+        except (trio.TooSlowError, Exception) as exc:
             return json_response({"status": "store unavailable", "detail": str(exc)}, 503)
         return json_response({"status": "ready", "connections": len(runtime.hub)})
 

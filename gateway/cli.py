@@ -36,7 +36,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] 
         help_text = f"{FLAG_HELP.get(field.name, '')} [{env}]".strip()
         if field.name in BOOL_FLAGS:
             parser.add_argument(
-                flag, dest=field.name, default=None, action=argparse.BooleanOptionalAction,
+                flag,
+                dest=field.name,
+                default=None,
+                action=argparse.BooleanOptionalAction,
                 help=help_text,
             )
         else:
@@ -99,8 +102,9 @@ def _cmd_contracts(args: argparse.Namespace) -> int:
 
             from gateway.registry import load_registry
 
-            registry = load_registry([Path(p) for p in args.registry],
-                                     builtins=contracts.builtin_declarations())
+            registry = load_registry(
+                [Path(p) for p in args.registry], builtins=contracts.builtin_declarations()
+            )
             schema = {**schema, "registry": registry.json_schema()}
         json.dump(schema, sys.stdout, indent=2, sort_keys=True)
         print()

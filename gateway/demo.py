@@ -105,7 +105,7 @@ def run_demo(settings: Settings) -> int:
     print(
         f"\n  Try:  curl -s http://{host}/graphql -H 'Authorization: Bearer <alice token>' "
         "-H 'Content-Type: application/json' "
-        "-d '{\"query\":\"{ unreadNotificationCount chatUnreadCount }\"}'\n",
+        '-d \'{"query":"{ unreadNotificationCount chatUnreadCount }"}\'\n',
         file=out,
         flush=True,
     )

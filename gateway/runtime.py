@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -28,7 +28,6 @@ from gateway.rollout import RolloutWatcher
 from gateway.store import Store, open_store, run_store
 from gateway.ws.backplane import Backplane, LocalBackplane
 from gateway.ws.hub import Hub
-from ops import metrics
 
 __all__ = ["Runtime", "run_runtime"]
 
@@ -75,7 +74,11 @@ class Runtime:
             return {
                 "websocketUrl": url,
                 "domains": [
-                    {"domain": name, "stage": item["stage"], "pollIntervalMs": item["pollIntervalMs"]}
+                    {
+                        "domain": name,
+                        "stage": item["stage"],
+                        "pollIntervalMs": item["pollIntervalMs"],
+                    }
                     for name, item in view.items()
                 ],
             }
@@ -86,8 +89,6 @@ class Runtime:
         """Hand a committed outcome's events to the backplane."""
         events = tuple(event for event in outcome.events if event.seq > 0)
         if events or outcome.ephemeral:
-            for event in events:
-                metrics.EVENTS_PUBLISHED.labels(event.type).inc()
             await self.hub.publish(events, outcome.ephemeral)
 
     def contract_schema(self) -> dict:

@@ -93,7 +93,16 @@ class Domain:
         return {"id": viewer.user_id, "name": name}
 
     def realtime_cursor(self, viewer: Viewer) -> dict[str, Any]:
-        cursor = self.store.stream_position(viewer.user_id)
+        """The viewer's stream position; inside `consistent_read`, the snapshot's own.
+
+        Within one snapshot the data read afterwards is exactly at this cursor
+        (the stream must exist already: read the cursor once before the snapshot).
+        """
+        shared = getattr(self._request, "tx", None)
+        if shared is not None:
+            cursor = shared.stream_position(viewer.user_id)
+        else:
+            cursor = self.store.stream_position(viewer.user_id)
         return {"epoch": cursor.epoch, "seq": cursor.seq}
 
     # -- notifications ---------------------------------------------------------

@@ -92,6 +92,9 @@ def execute_request(body: Any, ctx: RequestContext) -> tuple[int, dict[str, Any]
     )
     if _reads_only(document):
         with ctx.domain.consistent_read():
+            if ctx.cursor is not None:
+                # The same position, read in the snapshot the fields are read from.
+                ctx.cursor = ctx.domain.realtime_cursor(ctx.viewer)
             result = run()
     else:
         result = run()

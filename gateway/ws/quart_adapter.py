@@ -147,6 +147,7 @@ class WebSocketEndpoint:
             settings=self.ws_settings,
             node_id=self.runtime.settings.node_id,
             viewer_factory=self.runtime.viewer,
+            topic_authorizer=self.runtime.topics,
         )
         await connection.serve()
 

@@ -16,15 +16,6 @@ from tests.parity_e2e.conftest import EXAMPLE_ROLLOUT, gate, parity_run
 
 pytestmark = pytest.mark.e2e
 
-# The poll path reads `chatUnreadCount` and `conversations` of one request in
-# separate store snapshots, so under concurrent writes a poll can show a badge
-# that is not the sum of its conversations (the badge-sum invariant then fails
-# on path `poll`). Strict: these start to pass once a GraphQL request reads
-# one snapshot, and the marker must then go.
-POLL_BADGE_NOT_ATOMIC = pytest.mark.xfail(
-    strict=True, reason="GraphQL fields of one request are read in separate snapshots"
-)
-
 
 @pytest.fixture(scope="module")
 def calibration(reports_root):
@@ -46,7 +37,6 @@ def clean(reports_root, calibration):
     )
 
 
-@POLL_BADGE_NOT_ATOMIC
 def test_an_aa_calibration_passes(calibration):
     assert calibration.exit_code == 0
     reports = read_reports(calibration.out)
@@ -58,7 +48,6 @@ def test_an_aa_calibration_passes(calibration):
         assert report.outcome == "PASS", (name, report.reasons, report.invariant_violations[:3])
 
 
-@POLL_BADGE_NOT_ATOMIC
 def test_a_clean_server_passes_the_gate(clean):
     assert clean.exit_code == 0
     code, text = gate(clean.out)
