@@ -108,9 +108,12 @@ def test_sync_gives_up_after_its_retries():
         raise httpx.ConnectError("refused", request=request)
 
     client = httpx.Client(transport=httpx.MockTransport(down))
-    with Publisher(
-        "http://127.0.0.1:9", api_key="k", client=client, retries=2, backoff=no_wait
-    ) as pub, pytest.raises(PublishError) as caught:
+    with (
+        Publisher(
+            "http://127.0.0.1:9", api_key="k", client=client, retries=2, backoff=no_wait
+        ) as pub,
+        pytest.raises(PublishError) as caught,
+    ):
         pub.publish("feed.like.created", like(), users=["a"])
     assert caught.value.status == 0
     assert len(calls) == 3
