@@ -111,7 +111,10 @@ def _build() -> cattrs.Converter:
     )
     conv.register_structure_hook(
         Topic,
-        _pattern("a topic such as conversation:<id>, presence:<userId> or event:<id>", re.compile(TOPIC_PATTERN)),
+        _pattern(
+            "a topic such as conversation:<id>, presence:<userId> or event:<id>",
+            re.compile(TOPIC_PATTERN),
+        ),
     )
     conv.register_structure_hook(ErrorCode, _enum(ErrorCode))
     conv.register_unstructure_hook(Timestamp, str)

@@ -33,13 +33,19 @@ CONNECTS = Counter(
     "cutover_connects", "WebSocket connections accepted", ["auth"], registry=REGISTRY
 )
 DISCONNECTS = Counter(
-    "cutover_disconnects", "WebSocket connections closed, by close code", ["code"], registry=REGISTRY
+    "cutover_disconnects",
+    "WebSocket connections closed, by close code",
+    ["code"],
+    registry=REGISTRY,
 )
 RESUMES = Counter(
     "cutover_resumes", "session.resume requests by outcome", ["outcome"], registry=REGISTRY
 )
 EVENTS_PUBLISHED = Counter(
-    "cutover_events_published", "Events handed to the backplane, by type", ["type"], registry=REGISTRY
+    "cutover_events_published",
+    "Events handed to the backplane, by type",
+    ["type"],
+    registry=REGISTRY,
 )
 EVENTS_DELIVERED = Counter(
     "cutover_events_delivered",
@@ -62,7 +68,10 @@ STALE_CONNECTIONS_CLEANED = Counter(
     registry=REGISTRY,
 )
 ACTIONS = Counter(
-    "cutover_actions", "Client actions by name and outcome", ["action", "outcome"], registry=REGISTRY
+    "cutover_actions",
+    "Client actions by name and outcome",
+    ["action", "outcome"],
+    registry=REGISTRY,
 )
 POLL_REQUESTS = Counter(
     "cutover_poll_requests",

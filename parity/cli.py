@@ -12,7 +12,9 @@ def add_parity_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="parity_command", required=True)
 
     run = sub.add_parser("run", help="observe both paths for N users and write reports")
-    run.add_argument("--url", required=True, help="the gateway's base URL, e.g. http://127.0.0.1:8080")
+    run.add_argument(
+        "--url", required=True, help="the gateway's base URL, e.g. http://127.0.0.1:8080"
+    )
     who = run.add_mutually_exclusive_group(required=True)
     who.add_argument("--secret", help="HS256 secret to mint the observed users' tokens")
     who.add_argument("--token-file", help="a file of 'user token' lines, one per observed user")
@@ -23,8 +25,12 @@ def add_parity_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--calibrate", action="store_true", help="A/A run: two pollers")
     run.add_argument("--seed", type=int, default=1)
     run.add_argument("--window", type=float, default=None, help="convergence window W, seconds")
-    run.add_argument("--poll-interval", type=float, default=None,
-                     help="override the stage's poll interval (seconds)")
+    run.add_argument(
+        "--poll-interval",
+        type=float,
+        default=None,
+        help="override the stage's poll interval (seconds)",
+    )
     run.add_argument("--flags", help="the rollout file the run is made under (for its hash)")
     run.add_argument("--out", required=True)
     run.add_argument("--calibration", help="a directory of A/A calibration reports (noise floor)")
