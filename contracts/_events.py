@@ -50,6 +50,8 @@ __all__ = [
     "NotificationRead",
     "OrganizationAnnouncement",
     "OrganizationMemberUpdated",
+    "StreamSkipped",
+    "SubscriptionRevoked",
     "SystemNotice",
     "SystemReconnect",
 ]
@@ -185,6 +187,23 @@ class SystemNotice:
     id: str
     text: str
     severity: str
+
+
+@attrs.frozen(kw_only=True)
+class StreamSkipped:
+    """`stream.skipped`: a durable event withheld because its domain is OFF for
+    this user; it keeps the event's `seq`, so the stream stays contiguous."""
+
+    domain: str
+    type: str
+
+
+@attrs.frozen(kw_only=True)
+class SubscriptionRevoked:
+    """`subscription.revoked`: a permission changed; this user no longer receives `topic`."""
+
+    topic: str
+    reason: str
 
 
 @attrs.frozen(kw_only=True)
@@ -360,7 +379,24 @@ EVENT_TYPES: Mapping[str, EventSpec] = _catalog(
         audience="connection",
         ephemeral_class="notice",
     ),
+    EventSpec(
+        name="subscription.revoked",
+        payload_cls=SubscriptionRevoked,
+        durable=False,
+        recipients="the connections of a user who lost access to a topic",
+        audience="users",
+        ephemeral_class="notice",
+        control=True,
+    ),
     # replies and session control
+    EventSpec(
+        name="stream.skipped",
+        payload_cls=StreamSkipped,
+        durable=True,
+        recipients="a user whose rollout stage is OFF for the event's domain",
+        audience="users",
+        control=True,
+    ),
     EventSpec(
         name="ack",
         payload_cls=Ack,

@@ -154,6 +154,9 @@ class Domain:
     ) -> Outcome[dict[str, Any]]:
         return self._mutate(lambda c: chat.create_conversation(c, viewer, participant_ids))
 
+    def leave_conversation(self, viewer: Viewer, conversation_id: str) -> Outcome[bool]:
+        return self._mutate(lambda c: chat.leave_conversation(c, viewer, conversation_id))
+
     def send_chat_message(
         self,
         viewer: Viewer,

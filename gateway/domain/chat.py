@@ -15,10 +15,12 @@ __all__ = [
     "conversation_view",
     "conversations",
     "create_conversation",
+    "leave_conversation",
     "mark_conversation_read",
     "mark_delivered",
     "message_shape",
     "messages",
+    "revocation",
     "send_message",
     "total_unread",
     "typing",
@@ -171,6 +173,29 @@ def create_conversation(change: Change, viewer: Viewer, participant_ids: Any) ->
     change.tx.insert_conversation(row, members)
     _tell_participants(change, row, sorted(members))
     return conversation_view(change.tx, row, viewer.user_id)
+
+
+def leave_conversation(change: Change, viewer: Viewer, conversation_id: str) -> bool:
+    """Leave a conversation: the others are told, and the leaver's live
+    subscriptions to it are revoked at once (on every node, through the backplane)."""
+    tx = change.tx
+    conversation = _conversation_for(tx, viewer, conversation_id)
+    tx.remove_participant(conversation_id, viewer.user_id)
+    _tell_participants(change, conversation, tx.list_participants(conversation_id))
+    change.announce(
+        revocation(viewer.user_id, f"conversation:{conversation_id}", "LEFT_CONVERSATION")
+    )
+    return True
+
+
+def revocation(user_id: str, topic: str, reason: str) -> Ephemeral:
+    """The signal that drops a user's subscription to `topic` wherever it is connected."""
+    return Ephemeral(
+        "subscription.revoked",
+        {"topic": topic, "reason": reason},
+        cls="notice",
+        users=(user_id,),
+    )
 
 
 def send_message(

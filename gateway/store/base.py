@@ -130,6 +130,10 @@ class Tx(abc.ABC):
     def is_participant(self, conversation_id: str, user_id: str) -> bool: ...
 
     @abc.abstractmethod
+    def remove_participant(self, conversation_id: str, user_id: str) -> bool:
+        """Take a user out of a conversation; False when they were not in it."""
+
+    @abc.abstractmethod
     def conversations_of(self, user_id: str, limit: int | None = None) -> list[Row]:
         """The user's conversations, most recently updated first."""
 

@@ -246,6 +246,13 @@ class SqliteTx(Tx):
         )
         return cursor.fetchone() is not None
 
+    def remove_participant(self, conversation_id: str, user_id: str) -> bool:
+        cursor = self._w(
+            "DELETE FROM participants WHERE conversation_id = ? AND user_id = ?",
+            (conversation_id, user_id),
+        )
+        return cursor.rowcount > 0
+
     def conversations_of(self, user_id: str, limit: int | None = None) -> list[Row]:
         return _rows(
             self._q(

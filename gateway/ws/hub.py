@@ -61,6 +61,9 @@ class HubMember(Protocol):
         ...
 
 
+REVOKED = "subscription.revoked"
+
+
 class Hub:
     """The registry of this node's connections, by user and by topic."""
 
@@ -209,6 +212,10 @@ class Hub:
         audience = self._audience(event)
         if not audience:
             return
+        if event.type == REVOKED:
+            # A permission changed: drop the subscription before anything else is queued.
+            for user_id in event.users:
+                self.revoke(user_id, event.payload["topic"])
         domain = self._domain_of(event.type)
         text = encode_envelope(event.type, event.payload, id=event.id, sent_at=iso(utcnow()))
         key = event.key or f"{event.type}:{event.topic or ''}"

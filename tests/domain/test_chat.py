@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.domain import Viewer
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
 
 from .conftest import assert_streams_contiguous, by_user, types_for
@@ -180,3 +181,23 @@ def test_typing_is_ephemeral_to_the_topic_without_the_typist(domain, store, pair
     with pytest.raises(BadRequest):
         domain.typing(alice, pair["id"], "dancing")
     assert store.stream_position("bob").seq == head
+
+
+def test_leaving_tells_the_others_and_revokes_the_leavers_topic(domain):
+    alice, bob, carol = Viewer("alice"), Viewer("bob"), Viewer("carol")
+    conv = domain.create_conversation(alice, ["bob", "carol"]).value["id"]
+    outcome = domain.leave_conversation(bob, conv)
+    assert outcome.value is True
+    assert {e.user_id for e in outcome.events} == {"alice", "carol"}
+    assert all(e.type == "chat.conversation.updated" for e in outcome.events)
+    assert outcome.events[0].payload["conversation"]["participantIds"] == ["alice", "carol"]
+    (revoked,) = outcome.ephemeral
+    assert revoked.type == "subscription.revoked" and revoked.users == ("bob",)
+    assert revoked.payload == {"topic": f"conversation:{conv}", "reason": "LEFT_CONVERSATION"}
+    assert not domain.can_subscribe(bob, f"conversation:{conv}")
+    with pytest.raises(Forbidden):
+        domain.send_chat_message(bob, conv, "still here?")
+    with pytest.raises(Forbidden):
+        domain.leave_conversation(bob, conv)
+    assert domain.conversations(bob) == []
+    assert [c["id"] for c in domain.conversations(carol)] == [conv]

@@ -491,3 +491,33 @@ async def test_graceful_shutdown_sends_reconnect_then_1012(make_server, uid):
             assert await ws.closed() == 1012
     assert delays[0] != delays[1] and all(d > 0 for d in delays)
     assert node.wait(timeout=20) == 0
+
+
+async def test_leaving_a_conversation_revokes_the_subscription_at_once(server, uid):
+    alice, bob = uid("alice"), uid("bob")
+    conv = await conversation(server, alice, bob)
+    async with ws_connect(server, alice) as wa, ws_connect(server, bob) as wb:
+        await wa.next()
+        await wb.next()
+        assert (await wb.call("subscribe", {"topic": f"conversation:{conv}"}))["type"] == "ack"
+        await gql(
+            server.url,
+            server.token(bob),
+            "mutation($c:ID!){ leaveConversation(conversationId:$c) }",
+            {"c": conv},
+        )
+        revoked = await wb.next_of("subscription.revoked")
+        assert revoked["payload"] == {
+            "topic": f"conversation:{conv}",
+            "reason": "LEFT_CONVERSATION",
+        }
+        # Typing in the conversation no longer reaches bob, and he cannot subscribe again.
+        await wa.call("chat.typing", {"conversationId": conv, "state": "started"})
+        again = await wb.call("subscribe", {"topic": f"conversation:{conv}"})
+        assert again["type"] == "error" and again["payload"]["code"] == "FORBIDDEN"
+        assert (await wb.call("ping"))["type"] == "ping.pong"
+    assert not [e for e in wb.seen if e["type"] == "chat.typing.started"]
+    update = await gql(
+        server.url, server.token(alice), f'{{ conversation(id: "{conv}") {{ participantIds }} }}'
+    )
+    assert update["conversation"]["participantIds"] == [alice]
