@@ -33,6 +33,7 @@ from gateway.auth import mint_token
 from ops.bench._common import (
     POLL_QUERY,
     Table,
+    conditions,
     percentile,
     pin,
     pinned_self,
@@ -113,6 +114,7 @@ def main(args: argparse.Namespace) -> int:
     users_count = max(2, args.users)
     clients = max(1, args.clients)
     secret = secrets.token_hex(32)
+    state = conditions()
     with tempfile.TemporaryDirectory(prefix="cutover-bench-") as tmp:
         seeding = time.perf_counter()
         users = seed_users(Path(tmp) / "bench.db", users_count)
@@ -148,6 +150,7 @@ def main(args: argparse.Namespace) -> int:
         else "not pinned: fewer than two CPUs available"
     )
     table.notes.append(f"seeding {users_count} users took {seeded_s:.1f} s (not measured)")
+    table.notes.append(state)
     table.print()
     return 0
 

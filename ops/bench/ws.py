@@ -45,6 +45,7 @@ from gateway.auth import mint_token
 from ops.bench._common import (
     ServerProcess,
     Table,
+    conditions,
     percentile,
     pin,
     pinned_self,
@@ -59,6 +60,7 @@ from ops.bench._common import (
 __all__ = ["client_process", "gather", "main", "start_clients", "targets_for"]
 
 WORKERS = 2
+PING_EVERY_S = 30.0
 CONNECT_CONCURRENCY = 64
 MUTATION = (
     'mutation($u: ID!, $t: String!) { createNotification(userId: $u, kind: "bench", '
@@ -81,6 +83,10 @@ class ClientTally:
     bytes: int = 0
     sent_frames: int = 0
     sent_bytes: int = 0
+
+    def closed(self, exc: BaseException) -> None:
+        self.failed += 1
+        self.failure = self.failure or repr(exc)
 
     def counts(self) -> tuple[int, int, int, int]:
         return self.frames, self.bytes, self.sent_frames, self.sent_bytes
@@ -110,10 +116,32 @@ async def _pinger(ws, tally: ClientTally, offset: float, every: float) -> None:
     for n in itertools.count():
         message = json.dumps({"v": 1, "id": f"p-{n}", "action": "ping", "payload": {}})
         size = len(message.encode())
-        await ws.send_message(message)
+        try:
+            await ws.send_message(message)
+        except ConnectionClosed:
+            return
         tally.sent_frames += 1
         tally.sent_bytes += size + frame_header_bytes(size, masked=True)
         await trio.sleep(every)
+
+
+async def _receive(ws, tally: ClientTally) -> None:
+    """Count frames and record the latency of stamped events until the close."""
+    while True:
+        try:
+            frame = await ws.get_message()
+        except ConnectionClosed as exc:
+            tally.closed(exc)
+            return
+        received = time.time()
+        size = len(frame.encode())
+        tally.frames += 1
+        tally.bytes += size + frame_header_bytes(size, masked=False)
+        for line in frame.split("\n"):
+            if line:
+                stamp = _stamp(json.loads(line))
+                if stamp is not None:
+                    tally.latencies.append(received - stamp)
 
 
 async def _client(url: str, headers: list, tally: ClientTally, limiter, ping, task_status) -> None:
@@ -127,25 +155,19 @@ async def _client(url: str, headers: list, tally: ClientTally, limiter, ping, ta
             tally.connected += 1
             task_status.started()
             started = True
-            async with trio.open_nursery() as nursery:
-                if ping is not None:
+            if ping is None:
+                await _receive(ws, tally)
+            else:
+                async with trio.open_nursery() as nursery:
                     nursery.start_soon(_pinger, ws, tally, *ping)
-                while True:
-                    frame = await ws.get_message()
-                    received = time.time()
-                    size = len(frame.encode())
-                    tally.frames += 1
-                    tally.bytes += size + frame_header_bytes(size, masked=False)
-                    for line in frame.split("\n"):
-                        if line:
-                            stamp = _stamp(json.loads(line))
-                            if stamp is not None:
-                                tally.latencies.append(received - stamp)
+                    try:
+                        await _receive(ws, tally)
+                    finally:
+                        nursery.cancel_scope.cancel()
         finally:
             await ws_cm.__aexit__(None, None, None)
     except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as exc:
-        tally.failed += 1
-        tally.failure = tally.failure or repr(exc)
+        tally.closed(exc)
         if not started:
             task_status.started()
 
@@ -201,6 +223,8 @@ class Result:
     received: int = 0
     latencies: list[float] = attrs.Factory(list)
     cpu_s: float = 0.0
+    connect_seconds: float = 0.0
+    lost: int = 0
 
     @property
     def per_connection(self) -> float:
@@ -320,10 +344,12 @@ def _measure(
     time.sleep(1.0)
     result.rss_before = sample(process).rss
 
-    clients = start_clients(targets, two_cpus)
+    connecting = time.perf_counter()
+    clients = start_clients(targets, two_cpus, PING_EVERY_S)
     replies = gather(clients, "connected", 60 + len(users) / 50)
     result.connections = sum(r[1] for r in replies)
     result.failed = sum(r[2] for r in replies)
+    result.connect_seconds = time.perf_counter() - connecting
     failures = [r[3] for r in replies if r[3]]
     if failures:
         print(f"note: a client failed to connect: {failures[0]}", file=sys.stderr)
@@ -347,13 +373,14 @@ def _measure(
     for reply in gather(clients, "tally", 60):
         tally = reply[1]
         result.latencies.extend(tally["latencies"])
+        result.lost += tally["failed"]
     result.received = len(result.latencies)
     for process_, _ in clients:
         process_.join(10)
     return result
 
 
-def _print(raw: Result, cut: Result, args) -> None:
+def _print(raw: Result, cut: Result, args, state: str) -> None:
     table = Table(
         f"ws benchmark: {args.connections} connections, {args.rate:g} events/s targeted "
         f"for {args.duration:g} s, 127.0.0.1",
@@ -364,6 +391,7 @@ def _print(raw: Result, cut: Result, args) -> None:
         table.add(name, c, r, c / r if r else float("nan"))
 
     row("connections held", cut.connections, raw.connections)
+    row("time to connect all (s)", cut.connect_seconds, raw.connect_seconds)
     row("RSS per idle connection (KiB)", cut.per_connection / 1024, raw.per_connection / 1024)
     row("server RSS with connections (MiB)", cut.rss_after / 2**20, raw.rss_after / 2**20)
     row("events published", cut.published, raw.published)
@@ -386,11 +414,16 @@ def _print(raw: Result, cut: Result, args) -> None:
         "cutover events are admin createNotification mutations over HTTP (the store "
         "commit is in the path); the bare server generates and stamps its own events"
     )
-    if cut.failed or raw.failed or cut.publish_errors:
+    table.notes.append(
+        f"clients ping every {PING_EVERY_S:g} s as the protocol asks, spread evenly; "
+        "connections are opened from two client processes"
+    )
+    if cut.lost or raw.lost or cut.publish_errors:
         table.notes.append(
-            f"failed connections: cutover {cut.failed}, raw {raw.failed}; "
+            f"failed or lost connections: cutover {cut.lost}, raw {raw.lost}; "
             f"publish errors: cutover {cut.publish_errors}"
         )
+    table.notes.append(state)
     table.print()
 
 
@@ -400,6 +433,7 @@ def main(args: argparse.Namespace) -> int:
     connections = max(1, args.connections)
     nofile = connections + 1024
     raise_nofile(nofile)
+    state = conditions()
     users = user_ids(connections)
     secret = secrets.token_hex(32)
     # This process publishes on CPU 1 with the clients; the server runs on CPU 0.
@@ -411,7 +445,7 @@ def main(args: argparse.Namespace) -> int:
             raw = _measure(raw_server, users, None, args, two_cpus)
         with start_cutover(Path(tmp), secret, nofile=nofile) as server:
             cut = _measure(server, users, secret, args, two_cpus)
-    _print(raw, cut, args)
+    _print(raw, cut, args, state)
     return 0
 
 
