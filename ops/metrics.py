@@ -55,7 +55,7 @@ EVENTS_DELIVERED = Counter(
 )
 PUBLISH_TO_DELIVER = Histogram(
     "cutover_publish_to_deliver_seconds",
-    "From commit to the write of the frame carrying the event",
+    "From the commit of a durable event to its hand-over to the local connections of its user",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
     registry=REGISTRY,
 )

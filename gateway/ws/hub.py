@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from contracts import CloseCode, encode_envelope
-from gateway.events import Ephemeral, Outcome, StoredEvent, iso, new_id, utcnow
+from gateway.events import Ephemeral, Outcome, StoredEvent, iso, new_id, parse_iso, utcnow
 from gateway.ws.backplane import Backplane, LocalBackplane
 
 if TYPE_CHECKING:
@@ -203,6 +203,9 @@ class Hub:
             for member in members:
                 member.stream.offer(event, text)
                 delivered += 1
+            if _metrics is not None:
+                lag = (utcnow() - parse_iso(event.created_at)).total_seconds()
+                _metrics.PUBLISH_TO_DELIVER.observe(max(lag, 0.0))
         self.delivered_durable += delivered
         if delivered and _metrics is not None:
             _metrics.EVENTS_DELIVERED.labels("durable").inc(delivered)
