@@ -178,7 +178,9 @@ def _measure_push(server: ServerProcess, secret: str, users: list[str], args) ->
             pipe.send("mark")
         ends = [r[1] for r in ws.gather(clients, "mark", 30)]
         for start, end in zip(marks, ends, strict=True):
-            frames, received, _sent_frames, sent = (b - a for a, b in zip(start, end, strict=True))
+            frames, received, _sent_frames, sent, _stamped = (
+                b - a for a, b in zip(start, end, strict=True)
+            )
             mode.reads += frames
             mode.bytes += received + sent
         mode.read_errors = len(users) - connected

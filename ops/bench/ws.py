@@ -60,6 +60,8 @@ from ops.bench._common import (
 __all__ = ["client_process", "gather", "main", "start_clients", "targets_for"]
 
 WORKERS = 2
+IDLE_WINDOW_S = 3.0
+DRAIN_S = 15.0
 PING_EVERY_S = 30.0
 CONNECT_CONCURRENCY = 64
 MUTATION = (
@@ -88,8 +90,9 @@ class ClientTally:
         self.failed += 1
         self.failure = self.failure or repr(exc)
 
-    def counts(self) -> tuple[int, int, int, int]:
-        return self.frames, self.bytes, self.sent_frames, self.sent_bytes
+    def counts(self) -> tuple[int, int, int, int, int]:
+        """(frames received, bytes received, frames sent, bytes sent, stamped events)."""
+        return self.frames, self.bytes, self.sent_frames, self.sent_bytes, len(self.latencies)
 
 
 def frame_header_bytes(size: int, masked: bool) -> int:
@@ -224,6 +227,7 @@ class Result:
     latencies: list[float] = attrs.Factory(list)
     cpu_s: float = 0.0
     connect_seconds: float = 0.0
+    idle_cpu: float = 0.0
     lost: int = 0
 
     @property
@@ -327,6 +331,20 @@ def _wait_published(server: ServerProcess, timeout: float) -> int:
     raise RuntimeError("the bare server did not finish publishing:\n" + "".join(server.log[-30:]))
 
 
+def stamped_so_far(clients) -> int:
+    """Stamped events the client processes have received so far."""
+    for _, pipe in clients:
+        pipe.send("mark")
+    return sum(reply[1][4] for reply in gather(clients, "mark", 30))
+
+
+def _drain(clients, published: int) -> None:
+    """Wait (bounded) for the published events to reach the clients."""
+    deadline = time.monotonic() + DRAIN_S
+    while stamped_so_far(clients) < published and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _measure(
     server: ServerProcess, users: list[str], secret: str | None, args, two_cpus: bool
 ) -> Result:
@@ -355,6 +373,9 @@ def _measure(
         print(f"note: a client failed to connect: {failures[0]}", file=sys.stderr)
     time.sleep(1.0)
     result.rss_after = sample(process).rss
+    idle = sample(process)
+    time.sleep(IDLE_WINDOW_S)
+    result.idle_cpu = (sample(process).cpu_s - idle.cpu_s) / IDLE_WINDOW_S
 
     cpu_before = sample(process).cpu_s
     if secret is None:
@@ -366,8 +387,8 @@ def _measure(
             _publish_cutover, server.url, secret, users, args.rate, args.duration, args.clients
         )
         result.published, result.publish_errors, result.publish_seconds = ok, errors, took
-    time.sleep(1.0)  # let the last deliveries land
     result.cpu_s = sample(process).cpu_s - cpu_before
+    _drain(clients, result.published)
     for _, pipe in clients:
         pipe.send("stop")
     for reply in gather(clients, "tally", 60):
@@ -392,6 +413,7 @@ def _print(raw: Result, cut: Result, args, state: str) -> None:
 
     row("connections held", cut.connections, raw.connections)
     row("time to connect all (s)", cut.connect_seconds, raw.connect_seconds)
+    row("server CPU with idle connections (%)", cut.idle_cpu * 100, raw.idle_cpu * 100)
     row("RSS per idle connection (KiB)", cut.per_connection / 1024, raw.per_connection / 1024)
     row("server RSS with connections (MiB)", cut.rss_after / 2**20, raw.rss_after / 2**20)
     row("events published", cut.published, raw.published)
@@ -416,7 +438,9 @@ def _print(raw: Result, cut: Result, args, state: str) -> None:
     )
     table.notes.append(
         f"clients ping every {PING_EVERY_S:g} s as the protocol asks, spread evenly; "
-        "connections are opened from two client processes"
+        "connections are opened from two client processes; idle CPU is measured "
+        f"over {IDLE_WINDOW_S:g} s before publishing; CPU per event is over the "
+        "publishing window (idle work included)"
     )
     if cut.lost or raw.lost or cut.publish_errors:
         table.notes.append(
