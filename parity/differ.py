@@ -16,15 +16,14 @@ Algorithm, for each user and key:
 1. Non-error observations of each path are sorted by time. The reference
    path's history is cut into *entries*: each distinct consecutive
    `(version, value)` pair, seen first at time `t`. The candidate's history is
-   cut into *states*: each run of equal values, starting at the version and
-   time it was first shown, and holding until the next state starts.
+   cut into *states*: a push candidate's are the runs of equal values,
+   starting at the version and time each was first shown and holding until
+   the next state starts; a polled candidate's are cut like entries.
 2. A version span is what a value is known to stand for. A push value at seq
    `u` stands for `[u, next)` (the next state's version excluded). A polled
-   value read with cursor `c` stands for `[c, next]`, the next entry's cursor
-   included, because a poll's data may already hold events after its cursor.
-   A polled value with no successor stands for `[c, h]`, `h` being the highest
-   version a push candidate had shown by the poll's time (a polled candidate:
-   by its first poll at or after it), so the last poll cannot match a future.
+   value read with cursor `c` stands for exactly `c`: a polling request reads
+   its cursor and its data from one store snapshot, and between two polls
+   the state may have changed and changed back.
    The *deadline* of something one path showed at `t` is `W` after `t`, or
    `W` after the other path first showed this user anything, if later.
 3. Each reference entry `(v, x, t)` is one comparison:
@@ -36,6 +35,9 @@ Algorithm, for each user and key:
      of this user at a version >= `v`) by the deadline; for an unversioned
      entry, or a key the candidate never showed: if the candidate showed
      nothing for this key by the deadline;
+   - UNALIGNED (no comparison, counted apart) if the candidate is polled
+     and never read version `v`: two samplers each skip states the other
+     saw, so neither agreement nor disagreement is known at `v`;
    - MATCH if a candidate state whose span intersects the entry's span has
      the value `x` (unversioned: the candidate's state at time `t` is `x`);
    - CONVERGED_LATE if, failing that, the candidate showed `x` in a state
@@ -93,7 +95,7 @@ __all__ = [
     "Write",
 ]
 
-COMPARATOR_VERSION = "cutover-parity/1"
+COMPARATOR_VERSION = "cutover-parity/2"
 
 SAMPLED_PATHS = frozenset({"poll", "poll_b"})
 _FIRST = object()  # no previous entry yet
@@ -167,6 +169,7 @@ class DomainDiff:
     comparisons: tuple[Comparison, ...]
     latencies: tuple[LatencySample, ...]
     censored: int
+    unaligned: int = 0  # reference entries a polled candidate never read the version of
 
     def counts(self) -> dict[str, int]:
         out = {c.value: 0 for c in Classification}
@@ -201,6 +204,7 @@ class DiffResult:
     comparisons: tuple[Comparison, ...]
     latencies: tuple[LatencySample, ...]
     censored: dict[str, int]
+    unaligned: dict[str, int] = attrs.Factory(dict)
 
     @property
     def domains(self) -> tuple[str, ...]:
@@ -212,6 +216,7 @@ class DiffResult:
             comparisons=tuple(c for c in self.comparisons if c.domain == domain),
             latencies=tuple(s for s in self.latencies if s.domain == domain),
             censored=self.censored.get(domain, 0),
+            unaligned=self.unaligned.get(domain, 0),
         )
 
 
@@ -279,35 +284,21 @@ class _Reach:
         i = bisect.bisect_left(maxima, version)
         return self._times[type(version)][i] if i < len(maxima) else None
 
-    def highest_by(self, kind: type, moment: float) -> Any:
-        """The highest version of this type shown at or before `moment`, or None."""
-        times = self._times.get(kind)
-        if not times:
-            return None
-        i = bisect.bisect_right(times, moment)
-        return self._maxima[kind][i - 1] if i else None
 
-    def next_from(self, kind: type, moment: float) -> Any:
-        """The highest version of this type as of the first showing at or after `moment`."""
-        times = self._times.get(kind)
-        if not times:
-            return None
-        i = bisect.bisect_left(times, moment)
-        return self._maxima[kind][i] if i < len(times) else None
+def _below(v: Version, hi: Version, inclusive: bool) -> bool:
+    """Whether `v` lies below the upper end `hi` of a span (None: unbounded)."""
+    if hi is None or not _comparable(v, hi):
+        return True
+    return v <= hi if inclusive else v < hi
 
 
 def _spans_meet(left: _Entry, left_sampled: bool, right: _Entry, right_sampled: bool) -> bool:
-    lo, hi = left.version, left.version_end
-    u, u_end = right.version, right.version_end
-    # right starts no later than left ends
-    if hi is not None and _comparable(u, hi) and (u > hi if left_sampled else u >= hi):
-        return False
-    # right ends after left starts
-    return not (
-        u_end is not None
-        and _comparable(u_end, lo)
-        and (u_end < lo if right_sampled else u_end <= lo)
-    )
+    """Whether the version spans of a reference entry and a candidate state
+    intersect: a sampled value stands for exactly its version, a pushed one
+    for `[version, version_end)`."""
+    l_hi = left.version if left_sampled else left.version_end
+    r_hi = right.version if right_sampled else right.version_end
+    return _below(left.version, r_hi, right_sampled) and _below(right.version, l_hi, left_sampled)
 
 
 def _alive_in(state: _Entry, start: float, end: float) -> bool:
@@ -368,6 +359,7 @@ class Comparator:
             comparisons=tuple(run.comparisons),
             latencies=tuple(run.latencies),
             censored=dict(run.censored),
+            unaligned=dict(run.unaligned),
         )
 
 
@@ -395,6 +387,7 @@ class _Run:
         self.comparisons: list[Comparison] = []
         self.latencies: list[LatencySample] = []
         self.censored: dict[str, int] = defaultdict(int)
+        self.unaligned: dict[str, int] = defaultdict(int)
         self.claimed: set[int] = set()
 
     def add(
@@ -430,25 +423,11 @@ class _Run:
         else:
             self.add(user, domain, key, Classification.MISSING_PUSH, t, **kw, detail=detail)
 
-    def _close_last(self, user: str, entry: _Entry) -> _Entry:
-        """Bound the span of the reference path's last entry: its data was read
-        at `t`, so it holds no event a push candidate had not shown by then (a
-        polled candidate: by its first poll at or after `t`)."""
-        reach = self.reach.get((self.c.right, user))
-        v = entry.version
-        if v is None or entry.version_end is not None or reach is None:
-            return entry
-        if self.c.right in SAMPLED_PATHS:
-            highest = reach.next_from(type(v), entry.first_seen)
-        else:
-            highest = reach.highest_by(type(v), entry.first_seen)
-        return attrs.evolve(entry, version_end=v if highest is None or highest < v else highest)
-
     def compare_key(self, user: str, key: str, domain: str) -> None:
         left, right = self.c.left, self.c.right
         left_sampled, right_sampled = left in SAMPLED_PATHS, right in SAMPLED_PATHS
         entries = _cut(self.values.get((left, user, key), []), by_version=True)
-        states = _cut(self.values.get((right, user, key), []), by_version=False)
+        states = _cut(self.values.get((right, user, key), []), by_version=right_sampled)
 
         if entries and (right, user, domain) not in self.domain_seen:
             self.add(
@@ -462,8 +441,6 @@ class _Run:
         elif entries:
             previous: Any = _FIRST
             for entry in entries:
-                if left_sampled:
-                    entry = self._close_last(user, entry)
                 self._compare_entry(
                     user,
                     domain,
@@ -532,6 +509,9 @@ class _Run:
                 return self._missing_push(user, domain, key, t, deadline, detail, **kw)
         if versioned:
             meeting = [s for s in states if _spans_meet(entry, left_sampled, s, right_sampled)]
+            if right_sampled and not meeting:
+                self.unaligned[domain] += 1
+                return
             match = next((s for s in meeting if s.value == x), None)
             shown = meeting[-1].value if meeting else None
         else:

@@ -6,7 +6,8 @@ observations into a shared `Recorder`:
 - `Poller` (path `poll`, or `poll_b` in an A/A run): one GraphQL request per
   interval selecting `realtimeCursor` and every state field of the observed
   domains; the observation's version is the cursor's `seq` read in the same
-  request (the server reads it first, so the data may be newer, never older).
+  request, from the same store snapshot as the data (so the data is exactly
+  the state at that seq).
 - `PushObserver` (path `push`): connects with a Bearer token, reads the
   welcome, takes a GraphQL snapshot with `realtimeCursor`, resumes from that
   cursor and applies the replayed and live durable events (PROTOCOL.md 2.3,

@@ -25,7 +25,7 @@ def compare(observations, *, end=100.0, window=5.0, **kw):
 
 
 def test_comparator_version_is_pinned():
-    assert Comparator(1.0).version == COMPARATOR_VERSION == "cutover-parity/1"
+    assert Comparator(1.0).version == COMPARATOR_VERSION == "cutover-parity/2"
 
 
 def test_match_at_the_same_version():
@@ -38,18 +38,37 @@ def test_match_at_the_same_version():
     assert classes(result) == [C.MATCH]
 
 
-def test_poll_data_ahead_of_its_cursor_still_matches():
-    # The poll read cursor 5 but its data already holds event 6.
+def test_poll_value_matches_the_push_state_covering_its_cursor():
+    result = compare(
+        [
+            ob("push", "notification.unread", 1, 5, 1.0),
+            ob("push", "notification.unread", 2, 6, 2.0),
+            ob("poll", "notification.unread", 1, 5, 1.5),
+            ob("poll", "notification.unread", 2, 6, 4.0),
+        ]
+    )
+    assert classes(result) == [C.MATCH, C.MATCH]
+
+
+def test_poll_value_ahead_of_its_cursor_is_not_a_match():
+    # A poll stands for exactly its cursor: data holding event 6 read at cursor 5
+    # is not what push showed at 5 (only the time window can excuse it).
     result = compare(
         [
             ob("push", "notification.unread", 1, 5, 1.0),
             ob("push", "notification.unread", 2, 6, 2.0),
             ob("poll", "notification.unread", 2, 5, 2.5),
-            ob("poll", "notification.unread", 2, 9, 30.0),
-            ob("push", "notification.unread", 2, 9, 29.0),
         ]
     )
-    assert classes(result) == [C.MATCH, C.MATCH]
+    assert classes(result) == [C.CONVERGED_LATE]
+    late = compare(
+        [
+            ob("push", "notification.unread", 1, 5, 1.0),
+            ob("push", "notification.unread", 2, 6, 20.0),
+            ob("poll", "notification.unread", 2, 5, 2.5),
+        ]
+    )
+    assert classes(late) == [C.DIVERGED]
 
 
 def test_stale_poll_value_at_a_version_push_had_left_diverges():
@@ -73,7 +92,7 @@ def test_disagreement_resolved_within_the_window_converges_late():
             ob("push", "notification.unread", 1, 5, 9.0),
             ob("poll", "notification.unread", 2, 5, 10.0),
             ob("push", "notification.unread", 2, 9, 12.0),
-            ob("poll", "notification.unread", 2, 8, 20.0),
+            ob("poll", "notification.unread", 2, 9, 20.0),
         ]
     )
     assert classes(result) == [C.CONVERGED_LATE, C.MATCH]
@@ -244,9 +263,10 @@ def test_latency_without_writes_is_relative_to_the_faster_path():
     assert domain.latency("poll") == [pytest.approx(8.0)]
 
 
-def test_aa_run_compares_two_pollers():
+def test_aa_run_compares_two_pollers_at_the_versions_both_read():
     result = compare(
         [
+            ob("poll", "notification.unread", 1, 4, 7.0),
             ob("poll", "notification.unread", 2, 5, 10.0),
             ob("poll_b", "notification.unread", 1, 4, 8.0),
             ob("poll_b", "notification.unread", 2, 6, 13.0),
@@ -255,6 +275,49 @@ def test_aa_run_compares_two_pollers():
         right="poll_b",
     )
     assert classes(result) == [C.MATCH]
+
+
+def test_a_version_only_one_poller_read_is_unaligned_not_diverged():
+    # poll_b skipped seq 5 (3 -> 2 -> 3 between its polls): nothing is known there.
+    result = compare(
+        [
+            ob("poll", "notification.unread", 3, 4, 7.0),
+            ob("poll", "notification.unread", 2, 5, 8.0),
+            ob("poll", "notification.unread", 3, 6, 9.0),
+            ob("poll_b", "notification.unread", 3, 4, 7.5),
+            ob("poll_b", "notification.unread", 3, 6, 9.5),
+        ],
+        right="poll_b",
+    )
+    assert classes(result) == [C.MATCH, C.MATCH]
+    assert result.unaligned == {"notification": 1}
+    assert result.for_domain("notification").unaligned == 1
+    assert result.for_domain("notification").n == 2
+
+
+def test_two_pollers_disagreeing_at_one_version_diverge():
+    result = compare(
+        [
+            ob("poll", "notification.unread", 2, 5, 8.0),
+            ob("poll_b", "notification.unread", 3, 5, 8.1),
+            ob("poll", "notification.unread", 2, 9, 30.0),
+            ob("poll_b", "notification.unread", 2, 9, 30.1),
+        ],
+        right="poll_b",
+    )
+    assert classes(result) == [C.DIVERGED, C.MATCH]
+
+
+def test_poll_b_missing_a_version_past_the_window_is_missing_push():
+    result = compare(
+        [
+            ob("poll", "notification.unread", 2, 5, 8.0),
+            ob("poll_b", "notification.unread", 1, 4, 7.0),
+            ob("poll_b", "notification.unread", 2, 5, 30.0),
+        ],
+        right="poll_b",
+    )
+    assert classes(result)[0] is C.MISSING_PUSH
 
 
 def test_users_are_compared_separately():
