@@ -122,6 +122,12 @@ def _cmd_parity(args: argparse.Namespace) -> int:
     return run_parity_command(args)
 
 
+def _cmd_ops(args: argparse.Namespace) -> int:
+    from ops.operator import run_ops
+
+    return run_ops(args)
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ops.bench import run_bench
 
@@ -165,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parity_arguments(parity)
     parity.set_defaults(handler=_cmd_parity)
+
+    ops_cmd = commands.add_parser("ops", help="operator commands: status, notice, flags")
+    from ops.operator import add_ops_arguments
+
+    add_ops_arguments(ops_cmd)
+    ops_cmd.set_defaults(handler=_cmd_ops)
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     from ops.bench import add_bench_arguments
