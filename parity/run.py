@@ -7,7 +7,8 @@ A run, in order:
 2. with `--drive`, set up the scenario (conversations, hosted events) before
    observing, so both paths see the same objects from the start;
 3. per user, start a poller and a push observer (`--calibrate`: two pollers,
-   `poll` and `poll_b`, the A/A run that measures the harness's own noise);
+   `poll` and `poll_b` in the same phase, the A/A run that measures the
+   harness's own noise);
 4. observe (and drive) for `duration` seconds, then settle with no driving
    for more than W, so the last changes are seen by both paths;
 5. compare with `parity.differ.Comparator`, check the invariants of each
@@ -231,19 +232,13 @@ async def _observe(
     async with trio.open_nursery() as nursery:
         pushes = []
         for user in setups:
-            nursery.start_soon(
-                Poller(
-                    gql, user, recorder, interval=interval, offset=stagger.random() * interval
-                ).run
-            )
+            offset = stagger.random() * interval
+            nursery.start_soon(Poller(gql, user, recorder, interval=interval, offset=offset).run)
             if config.calibrate:
+                # In phase with `poll`, so that both pollers read the same versions
+                # as often as possible: only versions both read are compared.
                 poll_b = Poller(
-                    gql,
-                    user,
-                    recorder,
-                    interval=interval,
-                    path="poll_b",
-                    offset=stagger.random() * interval,
+                    gql, user, recorder, interval=interval, path="poll_b", offset=offset
                 )
                 nursery.start_soon(poll_b.run)
             else:
