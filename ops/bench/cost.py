@@ -74,6 +74,8 @@ class Mode:
     reads: int = 0
     read_errors: int = 0
     changes: int = 0
+    scheduled_reads: int = 0
+    scheduled_changes: int = 0
 
     def per_minute(self, value: float) -> float:
         return value * 60 / self.seconds if self.seconds else float("nan")
@@ -143,10 +145,12 @@ async def _window(
     ):
         await reader.post(f"{url}/graphql", json={"query": POLL_QUERY}, headers=admin)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_paced, int(change_rate * seconds), change_rate, 4, change)
+            mode.scheduled_changes = int(change_rate * seconds)
+            nursery.start_soon(_paced, mode.scheduled_changes, change_rate, 4, change)
             if poll_every is not None:
                 poll_rate = len(users) / poll_every
-                nursery.start_soon(_paced, int(poll_rate * seconds), poll_rate, clients, poll)
+                mode.scheduled_reads = int(poll_rate * seconds)
+                nursery.start_soon(_paced, mode.scheduled_reads, poll_rate, clients, poll)
             await trio.sleep(seconds)
 
 
@@ -235,6 +239,20 @@ def main(args: argparse.Namespace) -> int:
             mode.read_errors,
             mode.per_minute(mode.changes),
         )
+    for mode in modes:
+        short = [
+            f"{done:,} of {planned:,} {what}"
+            for what, done, planned in (
+                ("polls", mode.reads, mode.scheduled_reads),
+                ("changes", mode.changes, mode.scheduled_changes),
+            )
+            if planned and done < 0.9 * planned
+        ]
+        if short:
+            table.notes.append(
+                f"{mode.name}: the server fell behind the schedule "
+                f"({', '.join(short)} in the window); its figures are a lower bound"
+            )
     table.notes.append(
         "reads = answered polls, or WebSocket frames received (events and ping replies)"
     )
