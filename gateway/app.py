@@ -51,6 +51,13 @@ def create_app(runtime: Runtime) -> QuartTrio:
     app = QuartTrio("cutover")
     app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024
 
+    @app.before_request
+    async def read_body_first() -> None:
+        # Read the whole body before any refusal: a response sent while part of
+        # the request is still unread leaves a keep-alive connection out of step.
+        if request.method == "POST":
+            await request.get_data()
+
     @app.errorhandler(CutoverError)
     async def on_refusal(error: CutoverError) -> Response:
         return error_response(error)

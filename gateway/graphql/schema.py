@@ -38,13 +38,28 @@ def _ctx(info) -> RequestContext:
     return info.context
 
 
+# Arguments that name users: qualified into the viewer's tenant at the boundary.
+USER_ARGUMENTS = {"userId": "one", "participantIds": "many", "userIds": "many"}
+
+
+def _arguments(ctx: RequestContext, args: dict) -> dict:
+    kwargs = {}
+    for key, value in args.items():
+        kind = USER_ARGUMENTS.get(key)
+        if kind == "one":
+            value = ctx.viewer.qualify(value)
+        elif kind == "many" and isinstance(value, list):
+            value = [ctx.viewer.qualify(item) for item in value]
+        kwargs[_snake(key)] = value
+    return kwargs
+
+
 def _mutation(method: str, *names: str):
     """A resolver calling `Domain.<method>(viewer, **args)` and keeping its outcome."""
 
     def resolve(_root, info, **args):
         ctx = _ctx(info)
-        kwargs = {_snake(key): value for key, value in args.items()}
-        outcome = getattr(ctx.domain, method)(ctx.viewer, **kwargs)
+        outcome = getattr(ctx.domain, method)(ctx.viewer, **_arguments(ctx, args))
         ctx.outcomes.append(outcome)
         return outcome.value
 
@@ -55,8 +70,7 @@ def _mutation(method: str, *names: str):
 def _query(method: str):
     def resolve(_root, info, **args):
         ctx = _ctx(info)
-        kwargs = {_snake(key): value for key, value in args.items()}
-        return getattr(ctx.domain, method)(ctx.viewer, **kwargs)
+        return getattr(ctx.domain, method)(ctx.viewer, **_arguments(ctx, args))
 
     resolve.__name__ = method
     return resolve

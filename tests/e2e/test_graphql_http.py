@@ -367,3 +367,46 @@ async def test_health_ready_schema_and_metrics(server):
         metrics = (await client.get(f"{server.url}/metrics")).text
         assert "cutover_connections_active" in metrics
         assert "cutover_poll_requests" in metrics
+
+
+async def test_tenants_never_reach_each_other(server, uid):
+    alice, bob = uid("alice"), uid("bob")
+    acme_alice = server.token(alice, tenant="acme")
+    me = await gql(server.url, acme_alice, "{ me { id } }")
+    assert me["me"]["id"] == f"acme/{alice}"
+    conv = await gql(
+        server.url,
+        acme_alice,
+        "mutation($p:[ID!]!){ createConversation(participantIds:$p){ id participantIds } }",
+        {"p": [bob]},
+    )
+    assert sorted(conv["createConversation"]["participantIds"]) == sorted(
+        [f"acme/{alice}", f"acme/{bob}"]
+    )
+    # The untenanted bob and globex's bob are other people: neither sees acme's conversation.
+    for token in (server.token(bob), server.token(bob, tenant="globex")):
+        assert (await gql(server.url, token, "{ conversations { id } }"))["conversations"] == []
+    assert (
+        len(
+            (await gql(server.url, server.token(bob, tenant="acme"), "{ conversations { id } }"))[
+                "conversations"
+            ]
+        )
+        == 1
+    )
+    foreign = await gql(
+        server.url,
+        acme_alice,
+        "mutation($u:ID!){ requestFollow(userId:$u){ id } }",
+        {"u": f"globex/{bob}"},
+        expect_errors=True,
+    )
+    assert foreign["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    reach_in = await gql(
+        server.url,
+        server.token(bob),
+        "mutation($u:ID!){ requestFollow(userId:$u){ id } }",
+        {"u": f"acme/{alice}"},
+        expect_errors=True,
+    )
+    assert reach_in["errors"][0]["extensions"]["code"] == "FORBIDDEN"
