@@ -228,6 +228,7 @@ class Result:
     cpu_s: float = 0.0
     connect_seconds: float = 0.0
     idle_cpu: float = 0.0
+    loss_reason: str = ""
     lost: int = 0
 
     @property
@@ -395,6 +396,7 @@ def _measure(
         tally = reply[1]
         result.latencies.extend(tally["latencies"])
         result.lost += tally["failed"]
+        result.loss_reason = result.loss_reason or tally["failure"]
     result.received = len(result.latencies)
     for process_, _ in clients:
         process_.join(10)
@@ -444,7 +446,8 @@ def _print(raw: Result, cut: Result, args, state: str) -> None:
     )
     if cut.lost or raw.lost or cut.publish_errors:
         table.notes.append(
-            f"failed or lost connections: cutover {cut.lost}, raw {raw.lost}; "
+            f"failed or lost connections: cutover {cut.lost} {cut.loss_reason[:120]}, "
+            f"raw {raw.lost} {raw.loss_reason[:120]}; "
             f"publish errors: cutover {cut.publish_errors}"
         )
     table.notes.append(state)
