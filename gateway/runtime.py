@@ -210,7 +210,7 @@ async def run_runtime(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORE
                 await nursery.start(registry.run)
             domain = Domain(store)
             backplane = LocalBackplane(node_id=settings.node_id)
-            hub = Hub(domain=domain, backplane=backplane, rollout=rollout)
+            hub = Hub(domain=domain, backplane=backplane, rollout=rollout, store=store)
             await nursery.start(hub.run)
             authenticator = Authenticator(_auth_config(settings))
             runtime = Runtime(

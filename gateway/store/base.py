@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -309,6 +309,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def stream_position(self, user_id: str) -> Cursor:
         """The user's epoch and head `seq` (0 for a user with no events)."""
+
+    @abc.abstractmethod
+    def stream_heads(self, user_ids: Sequence[str]) -> dict[str, Cursor]:
+        """The positions of many users' streams in one read (users without one are left out)."""
 
     @abc.abstractmethod
     def events_after(self, user_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]:

@@ -14,7 +14,7 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from gateway.store.base import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, Row, Store, T
 __all__ = ["SqliteStore", "SqliteTx"]
 
 BUSY_TIMEOUT_MS = 30_000
+HEADS_CHUNK = 500  # users per query of a node-wide tail (under SQLite's variable limit)
 
 
 def new_epoch() -> str:
@@ -690,6 +691,21 @@ class SqliteStore(Store):
             return Cursor(stream["epoch"], stream["head_seq"])
         with self.transaction() as tx:
             return tx.stream_position(user_id)
+
+    def stream_heads(self, user_ids: Sequence[str]) -> dict[str, Cursor]:
+        heads: dict[str, Cursor] = {}
+        ids = list(dict.fromkeys(user_ids))
+        with self.snapshot() as tx:
+            for start in range(0, len(ids), HEADS_CHUNK):
+                chunk = ids[start : start + HEADS_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = tx._q(
+                    f"SELECT user_id, epoch, head_seq FROM streams WHERE user_id IN ({marks})",
+                    chunk,
+                )
+                for user_id, epoch, head_seq in rows.fetchall():
+                    heads[user_id] = Cursor(epoch, head_seq)
+        return heads
 
     def events_after(self, user_id: str, after_seq: int, limit: int = 1000) -> list[StoredEvent]:
         with self.snapshot() as tx:

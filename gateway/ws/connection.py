@@ -188,7 +188,7 @@ class Connection:
                 rollout=self.rollout,
                 runner=self._runner,
                 inbox_size=self.settings.stream_inbox_size,
-                tail_interval_s=self.settings.tail_interval_s,
+                tail_interval_s=None if self.hub.tails else self.settings.tail_interval_s,
                 stall_timeout_s=self.settings.slow_consumer_timeout_s,
             )
             self.stream = stream

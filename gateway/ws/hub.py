@@ -76,8 +76,14 @@ class Hub:
         presence_runner: Any = None,
         rng: random.Random | None = None,
         reconnect_window_ms: tuple[int, int] = (1_000, 30_000),
+        store: Any = None,
+        tail_interval_s: float = 5.0,
     ) -> None:
         self.domain = domain
+        self.store = store
+        self.tail_interval_s = tail_interval_s
+        # True once `run` tails the streams of the whole node (connections then do not).
+        self.tails = False
         self.backplane: Backplane = backplane or LocalBackplane()
         self.rollout = rollout
         self._presence_runner = presence_runner
@@ -95,10 +101,35 @@ class Hub:
     # -- lifecycle -----------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[Hub] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run the backplane feeding this hub until cancelled."""
+        """Run the backplane feeding this hub (and the node's store tail) until cancelled."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self.backplane.run, self)
+            if self.store is not None:
+                self.tails = True
+                nursery.start_soon(self._tail_streams)
             task_status.started(self)
+
+    async def _tail_streams(self) -> None:
+        """Every `tail_interval_s`, read every local user's stream head in one batched
+        query and nudge the connections that are behind: a published event whose
+        notification never arrived still reaches its users within the interval."""
+        from gateway.store import run_store
+
+        while True:
+            await trio.sleep(self.tail_interval_s)
+            users = list(self._by_user)
+            if not users:
+                continue
+            try:
+                heads = await run_store(self.store.stream_heads, users)
+            except Exception:
+                log.warning("tailing the node's streams failed", exc_info=True)
+                continue
+            for user_id, head in heads.items():
+                for member in list(self._by_user.get(user_id, ())):
+                    stream = getattr(member, "stream", None)
+                    if stream is not None:
+                        stream.nudge(head)
 
     # -- registry ------------------------------------------------------------
 

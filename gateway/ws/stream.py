@@ -86,7 +86,7 @@ class UserStream:
         rollout: Any = None,
         runner: Runner | None = None,
         inbox_size: int = 256,
-        tail_interval_s: float = 5.0,
+        tail_interval_s: float | None = 5.0,
         stall_timeout_s: float = 5.0,
     ) -> None:
         self.user_id = user_id
@@ -120,6 +120,12 @@ class UserStream:
             self._inbox.append((event, text))
         self._wakeup.set()
 
+    def nudge(self, head: Cursor) -> None:
+        """The store holds more than was sent (the hub's tail): refill from it."""
+        if head.epoch == self.epoch and head.seq > self.last_sent:
+            self._must_refill = True
+            self._wakeup.set()
+
     async def request_resume(self, epoch: str, last_seq: int, reply_to: str | None) -> None:
         """Queue a `session.resume`; the pump replays and replies in order."""
         await self._resume_send.send(ResumeRequest(epoch, last_seq, reply_to))
@@ -132,6 +138,12 @@ class UserStream:
         overflow the send buffer or the writer stalls during a replay."""
         self.started = True
         task_status.started()
+        if self._tail_interval_s is None:
+            # The hub tails every stream of the node in one query and nudges this one.
+            while True:
+                await self._wait_for_work()
+                self._wakeup = trio.Event()
+                await self._step()
         # a random phase, so the tails of many connections do not fall together
         next_tail = trio.current_time() + self._tail_interval_s * random.uniform(0.5, 1.0)
         while True:

@@ -202,3 +202,16 @@ def test_open_store_accepts_relative_and_absolute_paths(tmp_path, monkeypatch):
     for bad in ("sqlite:///", "postgres://x", "sqlite:///:memory:"):
         with pytest.raises(ValueError):
             open_store(bad)
+
+
+def test_stream_heads_reads_many_positions_at_once(store):
+    users = [f"u{n}" for n in range(1200)]  # more than one chunk of the batched query
+    with store.transaction() as tx:
+        for n, user in enumerate(users[:700]):
+            for _ in range(n % 3 + 1):
+                tx.append_event(user, "t.x.y", {})
+    heads = store.stream_heads([*users, "u5"])
+    assert set(heads) == set(users[:700])  # users without a stream are left out
+    for n, user in enumerate(users[:700]):
+        assert heads[user] == store.stream_position(user)
+        assert heads[user].seq == n % 3 + 1

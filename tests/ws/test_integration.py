@@ -120,3 +120,37 @@ async def test_chat_over_the_real_store_and_domain(nursery, tmp_path):
     assert {p["userId"]: p["status"] for p in seen} == {"alice": "OFFLINE", "bob": "OFFLINE"}
     assert all(p["lastSeenAt"] for p in seen)
     await trio.to_thread.run_sync(store.close)
+
+
+async def test_the_node_tail_delivers_an_event_whose_notification_was_lost(nursery, tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'tail.db'}")
+    domain = Domain(store)
+    auth = Authenticator(AuthConfig(secret=SECRET))
+    hub = Hub(domain=domain, store=store, tail_interval_s=0.5)
+    await nursery.start(hub.run)
+    assert hub.tails
+    transport = MemoryTransport()
+    conn = Connection(
+        transport,
+        auth.verify(mint_token(SECRET, "carol", ttl_s=600)),
+        hub=hub,
+        store=store,
+        domain=domain,
+        authenticator=auth,
+    )
+    nursery.start_soon(conn.serve)
+    with trio.fail_after(20):
+        welcome = await transport.client.receive()
+        assert conn.stream is not None and conn.stream._tail_interval_s is None
+        # Committed, but never handed to the hub: only the node's tail can find it.
+        outcome = domain.create_notification(
+            Viewer("ops", frozenset({"admin"})), "carol", "K", "lost"
+        )
+        assert [e.user_id for e in outcome.events] == ["carol"]
+        got = await transport.client.receive()
+    assert got["type"] == "notification.new" and got["seq"] == welcome["payload"]["seq"] + 1
+    assert got["payload"]["notification"]["text"] == "lost"
+    conn.close_soon(1000, "done")
+    with trio.fail_after(10):
+        await conn.closed.wait()
+    store.close()
