@@ -24,6 +24,12 @@ def add_parity_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--drive", action="store_true", help="drive a seeded scenario of mutations")
     run.add_argument("--calibrate", action="store_true", help="A/A run: two pollers")
     run.add_argument("--seed", type=int, default=1)
+    run.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="driver mutations per second (default 2.5 per user)",
+    )
     run.add_argument("--window", type=float, default=None, help="convergence window W, seconds")
     run.add_argument(
         "--poll-interval",

@@ -22,8 +22,8 @@ A `version` says which state of the user's stream a value belongs to, so
 the two paths are compared at matching versions rather than at the same
 instant. Observers should use the user's stream `seq`: the push observer the
 `seq` of the last event applied, the poller the `realtimeCursor.seq` it read
-in the same request (a lower bound: the data may already include later
-events, never miss one). Keys that change only through ephemeral events
+in the same request (the server reads the cursor and every other field of
+a polling request from one snapshot, so the data is exactly at the cursor). Keys that change only through ephemeral events
 (`event:<id>.counts` from `event.counters.updated`) may carry `None`; the
 differ then aligns them by time.
 """

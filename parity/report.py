@@ -86,6 +86,7 @@ class DomainReport:
     users: tuple[str, ...]
     invariant_violations: tuple[Violation, ...] = ()
     censored: int = 0
+    unaligned: int = 0  # A/A: versions only one poller read, compared at none
     paths: tuple[str, str] = ("poll", "push")
 
     @property
@@ -118,6 +119,7 @@ class DomainReport:
             "users": list(self.users),
             "invariantViolations": [v.to_json() for v in self.invariant_violations],
             "censored": self.censored,
+            "unaligned": self.unaligned,
             "paths": list(self.paths),
         }
 
@@ -164,6 +166,7 @@ class DomainReport:
                     Violation.from_json(v) for v in _typed(data, "invariantViolations", list)
                 ),
                 censored=int(data.get("censored", 0)),
+                unaligned=int(data.get("unaligned", 0)),
                 paths=tuple(data.get("paths", ("poll", "push"))),  # type: ignore[arg-type]
             )
             parse_iso(report.started_at)
@@ -258,6 +261,7 @@ def build_report(
         users=diff.users,
         invariant_violations=tuple(violations),
         censored=diff.censored,
+        unaligned=diff.unaligned,
         paths=paths,
     )
 
@@ -374,7 +378,8 @@ def _markdown(reports: Sequence[DomainReport], now: _dt.datetime | None, plot: s
             lines.append(f"- {reason}")
         counts = ", ".join(f"{k} {v}" for k, v in r.counts.items() if v)
         lines.append(
-            f"- comparisons: {counts or 'none'}; censored at the end of the run: {r.censored}"
+            f"- comparisons: {counts or 'none'}; censored at the end of the run: {r.censored}; "
+            f"unaligned: {r.unaligned}"
         )
         lines.append(
             f"- W {r.window:g} s; smallest detectable divergence {r.detectable_rate:.3%}; "

@@ -355,6 +355,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         flags=Path(args.flags) if args.flags else None,
         calibration_dir=Path(calibration) if calibration else None,
         progress=not args.no_progress,
+        rate=getattr(args, "rate", None),
     )
 
 
