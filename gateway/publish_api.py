@@ -18,7 +18,7 @@ inside T only: `"bob"` is the stream of `T/bob` and `goal:g42` is the topic
 `goal:T/g42`. Ids containing `/` are refused (403) for every credential, so
 no credential can name a tenant-qualified id directly.
 
-The answers (status and body) are documented in docs/publishing.md.
+The answers (status and body) are documented in the README ("Push from your own backend").
 """
 
 from __future__ import annotations
