@@ -632,6 +632,9 @@ class SqliteStore(Store):
         self._clock = clock
         self._local = threading.local()
         self._lock = threading.Lock()
+        # SQLite takes one writer at a time; writers of this process queue here
+        # instead of in SQLite's busy handler, which sleeps and retries.
+        self._write_lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
         conn = self._connection()
@@ -676,8 +679,10 @@ class SqliteStore(Store):
             else:
                 conn.rollback()
 
+    @contextmanager
     def transaction(self) -> Iterator[SqliteTx]:  # type: ignore[override]
-        return self._begin("IMMEDIATE", writable=True)
+        with self._write_lock, self._begin("IMMEDIATE", writable=True) as tx:
+            yield tx
 
     def snapshot(self) -> Iterator[SqliteTx]:  # type: ignore[override]
         return self._begin("DEFERRED", writable=False)
