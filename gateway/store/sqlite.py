@@ -634,7 +634,7 @@ class SqliteStore(Store):
         self._lock = threading.Lock()
         # SQLite takes one writer at a time; writers of this process queue here
         # instead of in SQLite's busy handler, which sleeps and retries.
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # re-entrant: a nested call fails in _begin, not here
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
         conn = self._connection()
