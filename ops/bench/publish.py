@@ -139,9 +139,13 @@ async def _drive(seconds: float, clients: int, step) -> tuple[int, int, float]:
         nonlocal accepted, errors
         while time.perf_counter() - started < seconds:
             try:
-                accepted += await step(client, next(counter))
+                # Await first, then add: `accepted += await ...` reads `accepted`
+                # before the await and loses the other loops' counts meanwhile.
+                got = await step(client, next(counter))
             except (httpx.HTTPError, ValueError):
                 errors += 1
+            else:
+                accepted += got
 
     async with httpx.AsyncClient(timeout=30) as shared, trio.open_nursery() as nursery:
         for _ in range(clients):
