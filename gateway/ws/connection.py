@@ -3,7 +3,7 @@
 A connection is one nursery owning its tasks (DESIGN.md, "Per-connection
 structure"): the reader (size check, rate limit, decode, dispatch), the
 writer (one transport send per batch of the send buffer), the watcher (idle
-timeout and token expiry), the `UserStream` pump and the typing auto-stop.
+timeout, token expiry and the typing auto-stop) and the `UserStream` pump.
 Any task ending the connection raises `CloseConnection`; cleanup (unregister,
 presence, typing stops, the close frame) runs in `finally` under a shielded,
 bounded timeout.
@@ -163,7 +163,6 @@ class Connection:
         self._expires_at_trio = math.inf
         self._watch_wakeup = trio.Event()
         self._typing: dict[str, float] = {}
-        self._typing_wakeup = trio.Event()
         self._cancel_scope: trio.CancelScope | None = None
         self._requested_close: CloseConnection | None = None
         self._in_flight: list[str] = []
@@ -226,7 +225,6 @@ class Connection:
                 nursery.start_soon(self._writer)
                 nursery.start_soon(self._reader)
                 nursery.start_soon(self._watcher)
-                nursery.start_soon(self._typing_watcher)
                 await nursery.start(stream.run)
         except* SlowConsumer:
             if _metrics is not None:
@@ -327,11 +325,14 @@ class Connection:
             await self._handle_frame(text)
 
     async def _watcher(self) -> None:
-        """Close an idle connection (1001) and an expired session (4001)."""
+        """The connection's timers: close an idle connection (1001) and an expired
+        session (4001), and send a stop for every typing `started` not renewed
+        within the typing timeout (one task for all three keeps a connection small)."""
         idle_s = self.settings.idle_timeout_ms / 1000
         while True:
             idle_at = self._last_activity + idle_s
-            deadline = min(idle_at, self._expires_at_trio)
+            typing_at = min(self._typing.values(), default=math.inf)
+            deadline = min(idle_at, self._expires_at_trio, typing_at)
             with trio.move_on_at(deadline):
                 await self._watch_wakeup.wait()
             self._watch_wakeup = trio.Event()
@@ -346,15 +347,6 @@ class Connection:
                 raise CloseConnection(CloseCode.TOKEN_EXPIRED, "token expired")
             if now >= self._last_activity + idle_s:
                 raise CloseConnection(CloseCode.GOING_AWAY, "idle timeout")
-
-    async def _typing_watcher(self) -> None:
-        """Send a stop for every `started` not renewed within the typing timeout."""
-        while True:
-            deadline = min(self._typing.values(), default=math.inf)
-            with trio.move_on_at(deadline):
-                await self._typing_wakeup.wait()
-            self._typing_wakeup = trio.Event()
-            now = trio.current_time()
             for conversation_id, at in list(self._typing.items()):
                 if at <= now:
                     await self._stop_typing(conversation_id)
@@ -528,7 +520,7 @@ class Connection:
             self._typing[conversation_id] = trio.current_time() + self.settings.typing_timeout_s
         else:
             self._typing.pop(conversation_id, None)
-        self._typing_wakeup.set()
+        self._watch_wakeup.set()
         await self._publish(outcome)
         self._ack({}, action.id)
 
