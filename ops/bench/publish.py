@@ -19,13 +19,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import re
 import secrets
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -35,12 +31,12 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from gateway.auth import mint_token
+from ops.bench._common import start_cutover
 
 __all__ = ["main"]
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = ROOT / "examples" / "registry"
-LISTENING = re.compile(r"serving on (http://127\.0\.0\.1:[0-9]+)")
 BATCH = 100
 MAX_RECIPIENTS = 50
 SINGLE_TYPE = "feed.like.created"
@@ -83,38 +79,6 @@ class Deliveries:
     def poke(self) -> None:
         self.changed.set()
         self.changed = trio.Event()
-
-
-def _start_server(workdir: Path, secret: str, api_key: str) -> tuple[subprocess.Popen, str]:
-    command = [
-        sys.executable, "-m", "gateway.cli", "serve",
-        "--bind", "127.0.0.1:0",
-        "--store", f"sqlite:///{workdir / 'bench.db'}",
-        "--jwt-secret", secret,
-        "--registry", str(REGISTRY),
-        "--publish-api-keys", api_key,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CUTOVER_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    process = subprocess.Popen(
-        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=workdir
-    )
-    found: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            match = LISTENING.search(line)
-            if match and not ready.is_set():
-                found.append(match.group(1))
-                ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if not ready.wait(30) or process.poll() is not None:
-        process.kill()
-        raise RuntimeError("cutover serve did not start")
-    return process, found[0]
 
 
 def _like(n: int) -> dict:
@@ -265,21 +229,14 @@ def main(args: argparse.Namespace) -> int:
     secret = secrets.token_hex(32)
     api_key = f"pk_bench_{secrets.token_hex(16)}"
     with tempfile.TemporaryDirectory(prefix="cutover-bench-") as tmp:
-        process, url = _start_server(Path(tmp), secret, api_key)
-        try:
+        extra = ["--registry", str(REGISTRY), "--publish-api-keys", api_key]
+        with start_cutover(Path(tmp), secret, extra) as server:
 
             async def bounded() -> list[Phase]:
                 with trio.fail_after(args.duration * 2 + 60):
-                    return await _run(url, secret, api_key, args)
+                    return await _run(server.url, secret, api_key, args)
 
             phases = trio.run(bounded)
-        finally:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
     _print(phases, args)
     return 0
 
