@@ -18,7 +18,7 @@ from quart_trio import QuartTrio
 
 from gateway.errors import BadRequest, CutoverError
 from gateway.events import iso
-from gateway.graphql import FIELD_DOMAINS, RequestContext, execute_request
+from gateway.graphql import RequestContext, execute_request
 from gateway.store import run_store
 from ops import metrics
 
@@ -38,12 +38,6 @@ def error_response(error: CutoverError) -> Response:
 
 def json_response(payload: object, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, content_type="application/json")
-
-
-def _count_poll(query: str) -> None:
-    for field, domain in FIELD_DOMAINS.items():
-        if field in query:
-            metrics.POLL_REQUESTS.labels(domain).inc()
 
 
 def create_app(runtime: Runtime) -> QuartTrio:
@@ -103,8 +97,6 @@ def create_app(runtime: Runtime) -> QuartTrio:
             domain=runtime.domain,
             realtime_config=runtime.realtime_config_for(request.host),
         )
-        if isinstance(body, dict) and isinstance(body.get("query"), str):
-            _count_poll(body["query"])
         status, result = await run_store(execute_request, body, ctx, limiter="graphql")
         for outcome in ctx.outcomes:
             await runtime.publish(outcome)

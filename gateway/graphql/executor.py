@@ -7,6 +7,7 @@ from typing import Any
 
 from graphql import (
     DocumentNode,
+    FieldNode,
     GraphQLError,
     OperationDefinitionNode,
     OperationType,
@@ -16,7 +17,8 @@ from graphql import (
 )
 
 from gateway.errors import CutoverError
-from gateway.graphql.schema import RequestContext, polling_schema
+from gateway.graphql.schema import FIELD_DOMAINS, RequestContext, polling_schema
+from ops import metrics
 
 __all__ = ["execute_request"]
 
@@ -44,6 +46,19 @@ def _document(query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]
         return None, (error,)
     errors = validate(polling_schema(), document)
     return (None, tuple(errors)) if errors else (document, ())
+
+
+@lru_cache(maxsize=512)
+def _polled_domains(document: DocumentNode) -> frozenset[str]:
+    """The rollout domains a read-only request polls, from its top-level fields."""
+    return frozenset(
+        FIELD_DOMAINS[selection.name.value]
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode)
+        and definition.operation == OperationType.QUERY
+        for selection in definition.selection_set.selections
+        if isinstance(selection, FieldNode) and selection.name.value in FIELD_DOMAINS
+    )
 
 
 def _reads_only(document: DocumentNode) -> bool:
@@ -90,6 +105,8 @@ def execute_request(body: Any, ctx: RequestContext) -> tuple[int, dict[str, Any]
         operation_name=body.get("operationName"),
         context_value=ctx,
     )
+    for domain in _polled_domains(document):
+        metrics.POLL_REQUESTS.labels(domain).inc()
     if _reads_only(document):
         with ctx.domain.consistent_read():
             if ctx.cursor is not None:

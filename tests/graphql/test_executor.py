@@ -69,3 +69,23 @@ def test_bad_requests_name_the_problem(domain):
     assert status == 400 and "noSuchField" in body["errors"][0]["message"]
     status, body = execute_request({"query": '{ conversation(id: "x") { id } }'}, ctx(domain, "a"))
     assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+def _polls(domain_name: str) -> float:
+    from ops import metrics
+
+    return (
+        metrics.REGISTRY.get_sample_value("cutover_poll_requests_total", {"domain": domain_name})
+        or 0.0
+    )
+
+
+def test_polling_requests_count_each_domain_once_and_mutations_not_at_all(domain):
+    before = {d: _polls(d) for d in ("chat", "notification", "event")}
+    query = "{ chatUnreadCount conversations { id } unreadNotificationCount }"
+    assert execute_request({"query": query}, ctx(domain, "alice"))[0] == 200
+    mutation = 'mutation { createEvent(title: "E", startsAt: "2031-01-01T00:00:00.000Z") { id } }'
+    assert execute_request({"query": mutation}, ctx(domain, "alice"))[0] == 200
+    assert _polls("chat") == before["chat"] + 1
+    assert _polls("notification") == before["notification"] + 1
+    assert _polls("event") == before["event"]
