@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
 
-__all__ = ["FaultError", "Faults", "parse_faults"]
+from gateway.events import StoredEvent
+
+__all__ = ["FaultError", "Faults", "OmittingStore", "parse_faults"]
 
 UNREAD_KEYS = ("unreadCount", "totalUnread")
 
@@ -120,3 +124,36 @@ def _share(value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise FaultError(f"a fraction must be within 0..1, not {value}")
     return value
+
+
+class _OmittingTx:
+    """A transaction that leaves some events unproduced (`omit_push`)."""
+
+    def __init__(self, tx: Any, faults: Faults) -> None:
+        self._tx = tx
+        self._faults = faults
+
+    def append_event(self, user_id: str, type: str, payload: dict) -> StoredEvent:
+        if self._faults.omit(type):
+            # Never committed: seq 0, which the runtime does not publish.
+            return StoredEvent(user_id, "", 0, "", type, payload, "")
+        return self._tx.append_event(user_id, type, payload)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+
+class OmittingStore:
+    """A store whose transactions apply `omit_push`; everything else passes through."""
+
+    def __init__(self, store: Any, faults: Faults) -> None:
+        self._store = store
+        self._faults = faults
+
+    @contextmanager
+    def transaction(self) -> Iterator[_OmittingTx]:
+        with self._store.transaction() as tx:
+            yield _OmittingTx(tx, self._faults)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)

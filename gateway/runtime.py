@@ -22,7 +22,7 @@ from gateway.auth import AuthConfig, Authenticator, Principal, TicketBook
 from gateway.config import Settings
 from gateway.domain import Domain, Viewer
 from gateway.events import Outcome, utcnow
-from gateway.faults import Faults, parse_faults
+from gateway.faults import Faults, OmittingStore, parse_faults
 from gateway.registry import RegistryWatcher, TopicAuthorizer
 from gateway.rollout import RolloutWatcher
 from gateway.store import Store, open_store, run_store
@@ -108,43 +108,6 @@ class Runtime:
         return await self.publisher.handle(credential, body)
 
 
-class _OmittingTx:
-    """A transaction that leaves some events unproduced (fault injection only)."""
-
-    def __init__(self, tx, faults: Faults) -> None:
-        self._tx = tx
-        self._faults = faults
-
-    def append_event(self, user_id: str, type: str, payload: dict):
-        if self._faults.omit(type):
-            from gateway.events import StoredEvent
-
-            return StoredEvent(user_id, "", 0, "", type, payload, "")
-        return self._tx.append_event(user_id, type, payload)
-
-    def __getattr__(self, name: str):
-        return getattr(self._tx, name)
-
-
-class _OmittingStore:
-    def __init__(self, store: Store, faults: Faults) -> None:
-        self._store = store
-        self._faults = faults
-
-    def transaction(self):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def wrapped():
-            with self._store.transaction() as tx:
-                yield _OmittingTx(tx, self._faults)
-
-        return wrapped()
-
-    def __getattr__(self, name: str):
-        return getattr(self._store, name)
-
-
 def _auth_config(settings: Settings) -> AuthConfig:
     return AuthConfig(
         secret=settings.jwt_secret,
@@ -199,7 +162,7 @@ async def run_runtime(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORE
         log.warning("FAULT INJECTION ACTIVE: %s; this node is for proving the parity gate", faults)
     store: Store = await trio.to_thread.run_sync(open_store, settings.store)
     if faults.omit_push:
-        store = _OmittingStore(store, faults)  # type: ignore[assignment]
+        store = OmittingStore(store, faults)  # type: ignore[assignment]
     try:
         async with trio.open_nursery() as nursery:
             rollout = RolloutWatcher(settings.flags)
