@@ -293,6 +293,8 @@ class TicketStore(Protocol):
         self, ticket_hash: str, user_id: str, expires_at: float, claims_json: str
     ) -> None: ...
 
+    def peek_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None: ...
+
     def take_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None: ...
 
 
@@ -324,12 +326,29 @@ class TicketBook:
         self.store.put_ticket(ticket_hash(ticket), principal.user_id, expires_at, claims_json)
         return ticket, expires_at
 
+    def inspect(self, ticket: str, now: float | None = None) -> Principal:
+        """The principal a valid ticket was issued to, leaving the ticket unused.
+
+        The handshake inspects first and redeems only once the connection is
+        admitted, so a handshake refused for another reason (429) keeps it.
+        """
+        now = time.time() if now is None else now
+        self._check_shape(ticket)
+        return self._principal(self.store.peek_ticket(ticket_hash(ticket), now), now)
+
     def redeem(self, ticket: str, now: float | None = None) -> Principal:
         """The principal a ticket was issued to; the ticket is used up."""
         now = time.time() if now is None else now
+        self._check_shape(ticket)
+        return self._principal(self.store.take_ticket(ticket_hash(ticket), now), now)
+
+    @staticmethod
+    def _check_shape(ticket: object) -> None:
         if not isinstance(ticket, str) or not ticket or len(ticket) > MAX_TICKET_CHARS:
             raise Unauthorized("invalid ticket")
-        taken = self.store.take_ticket(ticket_hash(ticket), now)
+
+    @staticmethod
+    def _principal(taken: tuple[str, str] | None, now: float) -> Principal:
         if taken is None:
             raise Unauthorized("ticket is unknown, expired or already used")
         user_id, claims_json = taken

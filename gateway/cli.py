@@ -23,6 +23,8 @@ FLAG_HELP = {
     "jwks_url": "JWKS URL for RS256/ES256",
     "jwt_algorithms": "comma list of accepted algorithms (pinned; default HS256)",
     "faults": "fault injection (needs --allow-faults), see the README",
+    "slow_consumer_timeout_s": "a WebSocket write blocked this long resets the connection (5)",
+    "ws_compression": "permessage-deflate for clients that offer it: off (default) or on",
 }
 BOOL_FLAGS = {"allow_query_token", "allow_faults"}
 

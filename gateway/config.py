@@ -54,6 +54,12 @@ class Settings:
     actions_per_second: int = attrs.field(default=20, converter=int)
     actions_burst: int = attrs.field(default=40, converter=int)
     send_buffer_items: int = attrs.field(default=1024, converter=int)
+    # The push path's socket (gateway.ws.wire): a write blocked past the
+    # slow-consumer timeout resets the connection; compression is per message.
+    slow_consumer_timeout_s: float = attrs.field(default=5, converter=float)
+    ws_compression: str = attrs.field(
+        default="off", validator=attrs.validators.in_(("off", "on"))
+    )
     ticket_ttl_s: float = attrs.field(default=30, converter=float)
     retention_days: float = attrs.field(default=7, converter=float)
     retention_count: int = attrs.field(default=10_000, converter=int)

@@ -1,10 +1,15 @@
-"""Serving a node with Hypercorn's Trio worker, and shutting it down gracefully.
+"""Serving a node on one port, and shutting it down gracefully.
+
+`gateway.front.Front` accepts every TCP connection: `GET /ws` upgrades go to
+the push path's own WebSocket transport (`gateway.ws.endpoint`), every other
+connection to Hypercorn's Trio connection server running the quart-trio app.
 
 Shutdown order on SIGTERM or SIGINT (or the `stop` event in tests): report
-not-ready, stop accepting, send `system.reconnect` with a jittered delay to
-every WebSocket and close it with 1012 (Hypercorn leaves open WebSockets to
-its grace deadline), then let Hypercorn finish in-flight requests within the
-grace period.
+not-ready, stop accepting, tell Hypercorn's connections to finish, send every
+WebSocket `system.reconnect` with a jittered delay and close it with 1012,
+then end whatever is still open when the grace period is over (its tasks
+cancelled, its socket closed). The node exits within `--grace-s` whatever
+its clients do.
 """
 
 from __future__ import annotations
@@ -15,14 +20,18 @@ from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.utils import wrap_app
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.front import Front
 from gateway.runtime import Runtime, run_runtime
-from gateway.ws.quart_adapter import mount_websocket
+from gateway.ws.connection import WsSettings
+from gateway.ws.endpoint import WebSocketEndpoint
+from gateway.ws.wire import WireSettings
 
-__all__ = ["serve"]
+__all__ = ["serve", "serve_node"]
 
 log = logging.getLogger("cutover.server")
 
@@ -30,12 +39,46 @@ log = logging.getLogger("cutover.server")
 def hypercorn_config(settings: Settings) -> HypercornConfig:
     config = HypercornConfig()
     config.bind = [settings.bind]
-    config.websocket_max_message_size = settings.max_frame_bytes
     config.graceful_timeout = settings.grace_s
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
     return config
+
+
+def wire_settings(settings: Settings) -> WireSettings:
+    return WireSettings(
+        compression=settings.ws_compression,  # type: ignore[arg-type]
+        max_message_bytes=settings.max_frame_bytes,
+        send_timeout_s=settings.slow_consumer_timeout_s,
+    )
+
+
+def ws_settings(settings: Settings) -> WsSettings:
+    return WsSettings(
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        idle_timeout_ms=settings.idle_timeout_ms,
+        max_frame_bytes=settings.max_frame_bytes,
+        actions_per_second=settings.actions_per_second,
+        actions_burst=settings.actions_burst,
+        send_buffer_max_items=settings.send_buffer_items,
+        slow_consumer_timeout_s=settings.slow_consumer_timeout_s,
+    )
+
+
+def split_bind(bind: str) -> tuple[str | None, int]:
+    """`HOST:PORT` (`[::1]:8080`, `:8080` for every interface) as (host, port)."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or None
+    try:
+        return host, int(port)
+    except ValueError:
+        raise ValueError(f"--bind {bind!r}: expected HOST:PORT") from None
+
+
+def _url(listener: trio.SocketListener) -> str:
+    host, port = listener.socket.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 async def _until_signal() -> None:
@@ -57,17 +100,35 @@ async def serve(
     """
     async with trio.open_nursery() as nursery:
         runtime: Runtime = await nursery.start(run_runtime, settings)
-        app = mount_websocket(create_app(runtime), runtime)
-        stop_accepting = trio.Event()
-        with trio.move_on_after(settings.grace_s + 5) as deadline:
-            deadline.deadline = float("inf")
-            async with trio.open_nursery() as web:
-                binds = await web.start(
+        await serve_node(runtime, stop=stop, task_status=task_status)
+        nursery.cancel_scope.cancel()
+
+
+async def serve_node(
+    runtime: Runtime,
+    *,
+    stop: trio.Event | None = None,
+    task_status=trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Accept on the runtime's bind until `stop` (or a signal), then drain."""
+    settings = runtime.settings
+    config = hypercorn_config(settings)
+    app = wrap_app(create_app(runtime), config.wsgi_max_body_size, "asgi")
+    endpoint = WebSocketEndpoint(runtime, wire_settings(settings), ws_settings(settings))
+    lifespan_state: dict = {}
+    front = Front(app, config, endpoint, lifespan_state=lifespan_state)
+    lifespan = Lifespan(app, config, lifespan_state)
+    host, port = split_bind(settings.bind)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        binds = [_url(listener) for listener in listeners]
+        async with trio.open_nursery() as connections:
+            async with trio.open_nursery() as accepting:
+                accepting.start_soon(
                     partial(
-                        hypercorn_serve,
-                        app,
-                        hypercorn_config(settings),
-                        shutdown_trigger=stop_accepting.wait,
+                        trio.serve_listeners, front.handle, listeners, handler_nursery=connections
                     )
                 )
                 log.info("cutover node %s serving on %s", settings.node_id, ", ".join(binds))
@@ -76,8 +137,11 @@ async def serve(
                     await _until_signal()
                 else:
                     await stop.wait()
-                deadline.deadline = trio.current_time() + settings.grace_s + 5
+                deadline = trio.current_time() + settings.grace_s
                 runtime.draining = True
-                stop_accepting.set()
-                await runtime.hub.shutdown(settings.grace_s)
-        nursery.cancel_scope.cancel()
+                accepting.cancel_scope.cancel()  # closes the listeners
+            await front.stop_http()
+            await runtime.hub.shutdown(max(0.0, deadline - trio.current_time()))
+            await front.drain(deadline)
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

@@ -344,6 +344,10 @@ class Store(abc.ABC):
         """Store a single-use WebSocket ticket by its hash."""
 
     @abc.abstractmethod
+    def peek_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None:
+        """(user_id, claims_json) of a ticket that exists and has not expired; kept."""
+
+    @abc.abstractmethod
     def take_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None:
         """Delete a ticket; (user_id, claims_json) when it existed and had not expired."""
 

@@ -798,6 +798,14 @@ class SqliteStore(Store):
                 (ticket_hash, user_id, expires_at, claims_json),
             )
 
+    def peek_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None:
+        with self.snapshot() as tx:
+            row = tx._q(
+                "SELECT user_id, claims_json FROM tickets WHERE ticket_hash = ? AND expires_at > ?",
+                (ticket_hash, now),
+            ).fetchone()
+        return None if row is None else (row["user_id"], row["claims_json"])
+
     def take_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None:
         with self.transaction() as tx:
             rows = tx._w(

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -165,7 +165,6 @@ class Connection:
         self._typing: dict[str, float] = {}
         self._cancel_scope: trio.CancelScope | None = None
         self._requested_close: CloseConnection | None = None
-        self._in_flight: list[str] = []
         self.close_code: int | None = None
         self.close_reason = ""
         self.closed = trio.Event()
@@ -203,8 +202,8 @@ class Connection:
             close = await self._run_tasks(stream)
         except CloseConnection as exc:
             close = exc
-        except TransportClosed:
-            close = CloseConnection(CloseCode.GOING_AWAY, "peer gone", flush=False)
+        except TransportClosed as exc:
+            close = _transport_closed(exc)
         except SlowConsumer:
             close = CloseConnection(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
         except Exception:
@@ -232,8 +231,8 @@ class Connection:
             ended.append(CloseConnection(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False))
         except* CloseConnection as group:
             ended.append(_first_close(group))
-        except* TransportClosed:
-            ended.append(CloseConnection(CloseCode.GOING_AWAY, "peer gone", flush=False))
+        except* TransportClosed as group:
+            ended.append(_transport_closed(_first(group, TransportClosed)))
         if ended:
             return ended[0]
         if self._requested_close is not None:
@@ -253,10 +252,10 @@ class Connection:
     async def _cleanup(self, close: CloseConnection, registered: bool) -> None:
         self.buffer.close()
         if close.flush:
-            # a batch the writer was cancelled in the middle of sending goes
-            # again (clients deduplicate on the envelope id)
-            pending = self._in_flight + self.buffer.take_all()
-            self._in_flight = []
+            # The writer has stopped; a batch it had taken was written whole (the
+            # transport never leaves a frame half-sent), so only what is still
+            # queued goes, the final frame (`system.reconnect`, an error) last.
+            pending = self.buffer.take_all()
             if pending:
                 with trio.move_on_after(self.settings.flush_timeout_s):
                     try:
@@ -314,9 +313,7 @@ class Connection:
                 batch = await self.buffer.get_batch(self.settings.max_batch_bytes)
             except trio.EndOfChannel:
                 return
-            self._in_flight = batch
             await self.transport.send("\n".join(batch))
-            self._in_flight = []
 
     async def _reader(self) -> None:
         while True:
@@ -582,13 +579,28 @@ class Connection:
             _metrics.ACTIONS.labels(action, outcome).inc()
 
 
-def _first_close(group: BaseExceptionGroup) -> CloseConnection:
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _first(group: BaseExceptionGroup, kind: type[_E]) -> _E:
     for exc in group.exceptions:
-        if isinstance(exc, CloseConnection):
+        if isinstance(exc, kind):
             return exc
         if isinstance(exc, BaseExceptionGroup):
-            return _first_close(exc)
-    raise AssertionError("no CloseConnection in the group")
+            return _first(exc, kind)
+    raise AssertionError(f"no {kind.__name__} in the group")
+
+
+def _first_close(group: BaseExceptionGroup) -> CloseConnection:
+    return _first(group, CloseConnection)
+
+
+def _transport_closed(exc: TransportClosed) -> CloseConnection:
+    """How a connection ends when its transport does: with the code the transport
+    asks for (a protocol violation or an oversized frame), or as the peer left."""
+    if exc.close_code is not None:
+        return CloseConnection(exc.close_code, str(exc)[:120], flush=False)
+    return CloseConnection(CloseCode.GOING_AWAY, "peer gone", flush=False)
 
 
 _HANDLERS: dict[str, Callable[[Connection, Any], Awaitable[None]]] = {

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from contracts import CloseCode, encode_envelope
+from gateway.errors import RateLimited
 from gateway.events import Ephemeral, Outcome, StoredEvent, iso, new_id, parse_iso, utcnow
 from gateway.ws.backplane import Backplane, LocalBackplane
 
@@ -93,6 +94,8 @@ class Hub:
         self._by_topic: dict[str, set[HubMember]] = {}
         self._presence: dict[str, PresenceStatus] = {}
         self._presence_locks: dict[str, trio.Lock] = {}
+        # Handshakes admitted per user, from before the upgrade to the socket's end.
+        self._slots: dict[str, int] = {}
         self._empty = trio.Event()
         self._empty.set()
         self.delivered_durable = 0
@@ -146,6 +149,28 @@ class Hub:
 
     def connection_count(self, user_id: str) -> int:
         return len(self._by_user.get(user_id, ()))
+
+    def claim_slot(self, user_id: str, limit: int) -> None:
+        """Reserve one of `user_id`'s `limit` connection slots, or refuse (429).
+
+        Claimed before the upgrade and released when the socket ends
+        (`release_slot`), with no await in between check and count, so
+        concurrent handshakes of one user can never exceed the limit.
+        """
+        held = self._slots.get(user_id, 0)
+        if held >= limit:
+            raise RateLimited(f"more than {limit} connections for this user", retry_after_ms=5000)
+        self._slots[user_id] = held + 1
+
+    def release_slot(self, user_id: str) -> None:
+        held = self._slots.get(user_id, 0) - 1
+        if held > 0:
+            self._slots[user_id] = held
+        else:
+            self._slots.pop(user_id, None)
+
+    def slots_held(self, user_id: str) -> int:
+        return self._slots.get(user_id, 0)
 
     def connections(self, user_id: str | None = None) -> list[HubMember]:
         if user_id is not None:

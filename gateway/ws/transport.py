@@ -1,7 +1,7 @@
 """What a connection needs from a WebSocket: receive text, send text, close.
 
 The push path's core talks only to this interface, so it runs the same over
-Quart's websocket (the adapter beside it) and over `MemoryTransport`, the
+the server's own socket (`gateway.ws.wire`) and over `MemoryTransport`, the
 in-memory pair the tests drive.
 """
 
@@ -17,7 +17,15 @@ __all__ = ["MemoryClient", "MemoryTransport", "Transport", "TransportClosed"]
 
 
 class TransportClosed(Exception):
-    """The peer is gone (or the transport was closed): nothing more can be exchanged."""
+    """The peer is gone (or the transport was closed): nothing more can be exchanged.
+
+    `close_code` is set when the peer broke the protocol or a limit (1002, 1007,
+    1009): the connection then closes with that code.
+    """
+
+    def __init__(self, message: str = "", *, close_code: int | None = None) -> None:
+        super().__init__(message)
+        self.close_code = close_code
 
 
 class Transport(Protocol):
@@ -28,7 +36,13 @@ class Transport(Protocol):
         ...
 
     async def send(self, text: str) -> None:
-        """Send one text frame; raises `TransportClosed` when the peer is gone."""
+        """Send one text frame; raises `TransportClosed` when the peer is gone.
+
+        Cancellation does not interrupt a send: the frame is written whole (or
+        the transport ends), so a caller cancelled after taking a frame from its
+        buffer never loses it nor leaves it half-written. A send that cannot
+        complete within the transport's send timeout ends the transport.
+        """
         ...
 
     async def close(self, code: int, reason: str = "") -> None:
@@ -39,11 +53,15 @@ class Transport(Protocol):
 class MemoryTransport:
     """The server side of an in-memory WebSocket; `client` is the other end."""
 
-    def __init__(self, *, client_buffer: int = 64, server_buffer: int = 16) -> None:
+    def __init__(
+        self, *, client_buffer: int = 64, server_buffer: int = 16, send_timeout_s: float = 5.0
+    ) -> None:
+        self.send_timeout_s = send_timeout_s
         self._to_client_send, to_client_receive = trio.open_memory_channel[str](client_buffer)
         to_server_send, self._to_server_receive = trio.open_memory_channel[str](server_buffer)
         self.close_code: int | None = None
         self.close_reason = ""
+        self.reset = False
         self.closed = trio.Event()
         self.client = MemoryClient(self, to_server_send, to_client_receive)
 
@@ -56,12 +74,18 @@ class MemoryTransport:
             raise TransportClosed("the client went away") from exc
 
     async def send(self, text: str) -> None:
-        if self.close_code is not None:
+        if self.close_code is not None or self.reset:
             raise TransportClosed("closed by the server")
-        try:
-            await self._to_client_send.send(text)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise TransportClosed("the client went away") from exc
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self.send_timeout_s
+            try:
+                await self._to_client_send.send(text)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise TransportClosed("the client went away") from exc
+        if scope.cancelled_caught:
+            # A socket would be reset here; in memory a close code can still be set.
+            self.reset = True
+            raise TransportClosed("slow consumer: a send blocked past the send timeout")
 
     async def close(self, code: int, reason: str = "") -> None:
         if self.close_code is not None:

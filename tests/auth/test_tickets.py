@@ -19,6 +19,12 @@ class MemoryTickets:
     def put_ticket(self, ticket_hash: str, user_id: str, expires_at: float, claims_json: str):
         self.rows[ticket_hash] = (user_id, expires_at, claims_json)
 
+    def peek_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None:
+        row = self.rows.get(ticket_hash)
+        if row is None or row[1] <= now:
+            return None
+        return row[0], row[2]
+
     def take_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None:
         row = self.rows.pop(ticket_hash, None)
         if row is None or row[1] <= now:

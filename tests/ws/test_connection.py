@@ -262,7 +262,8 @@ async def test_slow_consumer_is_closed_4008_and_resumes_without_loss(world, auto
     conn, client = await world.connect("alice", client_buffer=1, settings=small)
     for _ in range(30):
         await world.publish(world.store.append("alice"))
-    with trio.fail_after(1):
+    # the writer is stuck on the unread frame until the send timeout, then ends
+    with trio.fail_after(small.slow_consumer_timeout_s + 1):
         await conn.closed.wait()
     assert client.close_code == 4008
     seen = [e["seq"] for e in await client.drain()]
