@@ -82,6 +82,9 @@ class Ephemeral:
     """An event with no `seq` that is delivered to whoever is connected now.
 
     Exactly one of `topic`, `users` or `broadcast` names the audience.
+    `tenant` keeps it inside one tenant: only users `<tenant>/<sub>` receive it
+    (a tenant admin's broadcast); a broadcast without one reaches every
+    connected user (the operator's, from an admin outside any tenant).
     `exclude_user` leaves one user out (a typist does not see their own typing).
     `key` is the coalescing key of a `latest` event: a newer value with the
     same key replaces an older one still waiting in a send buffer.
@@ -93,6 +96,7 @@ class Ephemeral:
     topic: str | None = None
     users: tuple[str, ...] = ()
     broadcast: bool = False
+    tenant: str | None = None
     exclude_user: str | None = None
     key: str | None = None
     id: str = attrs.field(factory=lambda: new_id("evt"))

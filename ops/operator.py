@@ -19,9 +19,16 @@ def add_ops_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="ops_command", required=True)
     status = sub.add_parser("status", help="a node's readiness, connections and traffic")
     status.add_argument("--url", required=True)
-    notice = sub.add_parser("notice", help="send system.notice to every connected user")
+    notice = sub.add_parser(
+        "notice",
+        help="send system.notice to every connected user (a tenant admin's: that tenant's only)",
+    )
     notice.add_argument("--url", required=True)
-    notice.add_argument("--token", required=True, help="a token with the admin scope")
+    notice.add_argument(
+        "--token",
+        required=True,
+        help="a token with the admin scope; without a tenant claim it reaches every tenant",
+    )
     notice.add_argument("--severity", default="info")
     notice.add_argument("text")
     flags = sub.add_parser("flags", help="check a rollout file and show who gets which stage")

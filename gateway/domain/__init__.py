@@ -279,7 +279,9 @@ class Domain:
             return presence.can_subscribe(tx, viewer, topic)
 
     def broadcast_notice(self, viewer: Viewer, text: str, severity: str = "info") -> Outcome[bool]:
-        """An admin's notice to every connected user."""
+        """An admin's notice to the connected users the admin answers for: a tenant's
+        admin reaches that tenant's users only; an admin outside any tenant (the
+        operator) reaches every connected user, of every tenant or none."""
         if not viewer.is_admin:
             raise Forbidden("broadcastNotice needs the admin scope")
         require_text(text, "text", max_length=2000)
@@ -293,6 +295,7 @@ class Domain:
             {"id": notice_id, "text": text, "severity": severity},
             cls="notice",
             broadcast=True,
+            tenant=viewer.tenant,
             id=notice_id,
         )
         return Outcome(True, (), (notice,))

@@ -1,4 +1,8 @@
-"""Chat: conversations, messages, read state and deliveries, as each participant sees them."""
+"""Chat: conversations, messages, read state and deliveries, as each participant sees them.
+
+Participants all live in the tenant of the conversation's creator; a
+conversation of another tenant answers as if it did not exist.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.domain._change import Change, check_limit, require_text
-from gateway.domain.viewer import Viewer
+from gateway.domain.viewer import Viewer, record_id
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
-from gateway.events import Ephemeral, new_id
+from gateway.events import Ephemeral
 from gateway.store import Row, Tx
 
 __all__ = [
@@ -33,13 +37,21 @@ TYPING_STATES = ("started", "stopped")
 
 
 def _conversation_for(tx: Tx, viewer: Viewer, conversation_id: Any) -> Row:
-    """The conversation, if the viewer takes part in it."""
+    """The conversation, if the viewer takes part in it.
+
+    One of another tenant is NOT_FOUND, exactly like an unknown id; a
+    non-participant of the viewer's own tenant is FORBIDDEN.
+    """
     if not isinstance(conversation_id, str) or not conversation_id:
         raise BadRequest("conversationId must be a non-empty string", path="conversationId")
+    missing = NotFound(f"conversation {conversation_id} not found")
     conversation = tx.get_conversation(conversation_id)
     if conversation is None:
-        raise NotFound(f"conversation {conversation_id} not found")
+        raise missing
     if not tx.is_participant(conversation_id, viewer.user_id):
+        participants = tx.list_participants(conversation_id)
+        if not viewer.reaches(conversation_id, participants[0] if participants else None):
+            raise missing
         raise Forbidden("only participants can use this conversation")
     return conversation
 
@@ -159,13 +171,13 @@ def create_conversation(change: Change, viewer: Viewer, participant_ids: Any) ->
         isinstance(uid, str) and uid for uid in participant_ids
     ):
         raise BadRequest("participantIds must be a list of user ids", path="participantIds")
-    members = list(dict.fromkeys([viewer.user_id, *participant_ids]))
+    members = list(dict.fromkeys([viewer.user_id, *map(viewer.qualify, participant_ids)]))
     if len(members) < 2:
         raise BadRequest("a conversation needs someone besides you", path="participantIds")
     if len(members) > MAX_PARTICIPANTS:
         raise BadRequest(f"at most {MAX_PARTICIPANTS} participants", path="participantIds")
     row = {
-        "id": new_id("cnv"),
+        "id": record_id("cnv", viewer.user_id),
         "created_at": change.stamp,
         "updated_at": change.stamp,
         "last_message_id": None,
@@ -218,7 +230,7 @@ def send_message(
             return message_shape(tx, original)
     row = tx.insert_message(
         {
-            "id": new_id("msg"),
+            "id": record_id("msg", viewer.user_id),
             "conversation_id": conversation_id,
             "sender_id": viewer.user_id,
             "body": body,
@@ -317,4 +329,5 @@ def typing(change: Change, viewer: Viewer, conversation_id: str, state: str) -> 
 
 
 def is_participant(tx: Tx, conversation_id: str, user_id: str) -> bool:
+    """Participants share the conversation's tenant, so this never crosses tenants."""
     return tx.is_participant(conversation_id, user_id)

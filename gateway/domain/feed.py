@@ -6,8 +6,7 @@ from typing import Any
 
 from gateway.domain._change import Change, check_limit, require_text
 from gateway.domain.follows import followers, following
-from gateway.domain.viewer import Viewer
-from gateway.events import new_id
+from gateway.domain.viewer import Viewer, record_id
 from gateway.store import Row, Tx
 
 __all__ = ["feed", "feed_item_shape", "post_feed_item"]
@@ -32,7 +31,12 @@ def feed(tx: Tx, viewer: Viewer, first: int) -> list[dict[str, Any]]:
 def post_feed_item(change: Change, viewer: Viewer, text: str) -> dict[str, Any]:
     require_text(text, "text")
     row = change.tx.insert_feed_item(
-        {"id": new_id("itm"), "author_id": viewer.user_id, "text": text, "created_at": change.stamp}
+        {
+            "id": record_id("itm", viewer.user_id),
+            "author_id": viewer.user_id,
+            "text": text,
+            "created_at": change.stamp,
+        }
     )
     item = feed_item_shape(row)
     for user_id in followers(change.tx, viewer.user_id):

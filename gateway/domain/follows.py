@@ -1,4 +1,4 @@
-"""Follows: requests between users, and the accepted follows they become."""
+"""Follows: requests between users of one tenant, and the accepted follows they become."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from typing import Any
 
 from gateway.domain._change import Change, require_text
 from gateway.domain.notifications import notify
-from gateway.domain.viewer import Viewer
+from gateway.domain.viewer import Viewer, record_id
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
-from gateway.events import new_id
 from gateway.store import Row, Tx
 
 __all__ = [
@@ -81,6 +80,7 @@ def request_follow(change: Change, viewer: Viewer, user_id: str) -> dict[str, An
     """Ask to follow a user; asking again while pending or accepted changes nothing."""
     tx = change.tx
     require_text(user_id, "userId", max_length=200)
+    user_id = viewer.qualify(user_id)
     if user_id == viewer.user_id:
         raise BadRequest("you cannot follow yourself", path="userId")
     existing = tx.find_follow_request(viewer.user_id, user_id)
@@ -88,7 +88,7 @@ def request_follow(change: Change, viewer: Viewer, user_id: str) -> dict[str, An
         return request_shape(existing)
     if existing is None:
         row = {
-            "id": new_id("flw"),
+            "id": record_id("flw", viewer.user_id),
             "from_user_id": viewer.user_id,
             "to_user_id": user_id,
             "status": "PENDING",
@@ -112,10 +112,11 @@ def request_follow(change: Change, viewer: Viewer, user_id: str) -> dict[str, An
 
 
 def respond(change: Change, viewer: Viewer, request_id: str, accept: bool) -> dict[str, Any]:
-    """Accept or reject a pending request addressed to the viewer."""
+    """Accept or reject a pending request addressed to the viewer (one of another
+    tenant is NOT_FOUND, like an unknown id)."""
     tx = change.tx
     row = tx.get_follow_request(request_id) if isinstance(request_id, str) else None
-    if row is None:
+    if row is None or not viewer.reaches(row["id"], row["to_user_id"]):
         raise NotFound(f"follow request {request_id} not found")
     if row["to_user_id"] != viewer.user_id:
         raise Forbidden("only the requested user can respond")

@@ -2,6 +2,9 @@
 
 Named gatherings here so they are not confused with the stream events of
 `gateway.events`; the GraphQL type and the topics still say `Event`/`event:`.
+
+Anyone may see an event, RSVP to it and watch its counters, but only inside
+its host's tenant: an event of another tenant answers as if it did not exist.
 """
 
 from __future__ import annotations
@@ -9,15 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.domain._change import Change, require_text
-from gateway.domain.viewer import Viewer
+from gateway.domain.viewer import Viewer, record_id
 from gateway.errors import BadRequest, Forbidden, NotFound
-from gateway.events import Ephemeral, iso, new_id, parse_iso
+from gateway.events import Ephemeral, iso, parse_iso
 from gateway.store import Row, Tx
 
 __all__ = [
     "RSVP_STATUSES",
     "check_in",
     "create_gathering",
+    "event_visible",
     "gathering_view",
     "get_event",
     "saved_events",
@@ -30,11 +34,26 @@ RSVP_STATUSES = ("GOING", "INTERESTED", "NOT_GOING")
 PREVIEW_SIZE = 5
 
 
-def _gathering(tx: Tx, event_id: Any) -> Row:
-    row = tx.get_gathering(event_id) if isinstance(event_id, str) else None
+def _visible(tx: Tx, viewer: Viewer, event_id: Any) -> Row | None:
+    """The gathering, if it exists inside the viewer's tenant."""
+    if not isinstance(event_id, str) or not event_id:
+        return None
+    row = tx.get_gathering(event_id)
+    if row is None or not viewer.reaches(row["id"], row["host_id"]):
+        return None
+    return row
+
+
+def _gathering(tx: Tx, viewer: Viewer, event_id: Any) -> Row:
+    row = _visible(tx, viewer, event_id)
     if row is None:
         raise NotFound(f"event {event_id} not found")
     return row
+
+
+def event_visible(tx: Tx, viewer: Viewer, event_id: str) -> bool:
+    """Whether the viewer may see (and watch) an event: it exists in their tenant."""
+    return _visible(tx, viewer, event_id) is not None
 
 
 def _counts(tx: Tx, event_id: str) -> dict[str, int]:
@@ -95,7 +114,7 @@ def _counters(change: Change, event_id: str) -> None:
 
 
 def get_event(tx: Tx, viewer: Viewer, event_id: str) -> dict[str, Any] | None:
-    row = tx.get_gathering(event_id)
+    row = _visible(tx, viewer, event_id)
     return gathering_view(tx, row, viewer.user_id) if row is not None else None
 
 
@@ -105,7 +124,7 @@ def upcoming_rsvps(tx: Tx, viewer: Viewer, now: str) -> list[dict[str, Any]]:
     for rsvp in tx.rsvps_of(viewer.user_id):
         if rsvp["status"] == "NOT_GOING":
             continue
-        gathering = tx.get_gathering(rsvp["event_id"])
+        gathering = _visible(tx, viewer, rsvp["event_id"])
         if gathering is not None and gathering["starts_at"] >= now:
             found.append((gathering["starts_at"], gathering["id"], rsvp, gathering))
     found.sort(key=lambda item: (item[0], item[1]))
@@ -115,7 +134,7 @@ def upcoming_rsvps(tx: Tx, viewer: Viewer, now: str) -> list[dict[str, Any]]:
 def saved_events(tx: Tx, viewer: Viewer) -> list[dict[str, Any]]:
     views = []
     for event_id in tx.saved_event_ids(viewer.user_id):
-        row = tx.get_gathering(event_id)
+        row = _visible(tx, viewer, event_id)
         if row is not None:
             views.append(gathering_view(tx, row, viewer.user_id))
     return views
@@ -131,7 +150,7 @@ def create_gathering(change: Change, viewer: Viewer, title: str, starts_at: Any)
     except (TypeError, ValueError, AttributeError):
         raise BadRequest("startsAt must be an ISO-8601 time", path="startsAt") from None
     row = {
-        "id": new_id("gth"),
+        "id": record_id("gth", viewer.user_id),
         "title": title,
         "host_id": viewer.user_id,
         "starts_at": starts,
@@ -143,7 +162,7 @@ def create_gathering(change: Change, viewer: Viewer, title: str, starts_at: Any)
 
 def set_rsvp(change: Change, viewer: Viewer, event_id: str, status: str) -> dict[str, Any]:
     tx = change.tx
-    gathering = _gathering(tx, event_id)
+    gathering = _gathering(tx, viewer, event_id)
     if status not in RSVP_STATUSES:
         raise BadRequest(f"unknown RSVP status {status!r}", path="status")
     rsvp = {
@@ -172,10 +191,11 @@ def set_rsvp(change: Change, viewer: Viewer, event_id: str, status: str) -> dict
 def check_in(change: Change, viewer: Viewer, event_id: str, user_id: str) -> dict[str, Any]:
     """The host records that a user arrived."""
     tx = change.tx
-    gathering = _gathering(tx, event_id)
+    gathering = _gathering(tx, viewer, event_id)
     if gathering["host_id"] != viewer.user_id:
         raise Forbidden("only the host checks people in")
     require_text(user_id, "userId", max_length=200)
+    user_id = viewer.qualify(user_id)
     if tx.insert_check_in(gathering["id"], user_id, change.stamp):
         _counters(change, gathering["id"])
     return gathering_view(tx, gathering, viewer.user_id)
@@ -183,7 +203,7 @@ def check_in(change: Change, viewer: Viewer, event_id: str, user_id: str) -> dic
 
 def set_saved(change: Change, viewer: Viewer, event_id: str, saved: bool) -> dict[str, Any]:
     tx = change.tx
-    gathering = _gathering(tx, event_id)
+    gathering = _gathering(tx, viewer, event_id)
     if not isinstance(saved, bool):
         raise BadRequest("saved must be a boolean", path="saved")
     if tx.set_saved(gathering["id"], viewer.user_id, saved, change.stamp):
@@ -191,7 +211,3 @@ def set_saved(change: Change, viewer: Viewer, event_id: str, saved: bool) -> dic
             viewer.user_id, "event.saved.updated", {"eventId": gathering["id"], "saved": saved}
         )
     return gathering_view(tx, gathering, viewer.user_id)
-
-
-def event_exists(tx: Tx, event_id: str) -> bool:
-    return tx.get_gathering(event_id) is not None

@@ -6,9 +6,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from gateway.domain._change import Change, check_limit, require_text
-from gateway.domain.viewer import Viewer
+from gateway.domain.viewer import Viewer, record_id
 from gateway.errors import BadRequest, Forbidden
-from gateway.events import new_id
 from gateway.store import Row, Tx
 
 __all__ = [
@@ -41,7 +40,7 @@ def notify(
     """Create a notification and append `notification.new` to its user's stream."""
     row = change.tx.insert_notification(
         {
-            "id": new_id("ntf"),
+            "id": record_id("ntf", user_id),
             "user_id": user_id,
             "kind": kind,
             "text": text,
@@ -68,6 +67,7 @@ def create_notification(
     if not viewer.is_admin:
         raise Forbidden("createNotification needs the admin scope")
     require_text(user_id, "userId", max_length=200)
+    user_id = viewer.qualify(user_id)  # a tenant's admin notifies only that tenant's users
     require_text(kind, "kind", max_length=100)
     require_text(text, "text")
     if data is not None and not isinstance(data, str):

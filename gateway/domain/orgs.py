@@ -1,4 +1,8 @@
-"""Organizations: members with roles, and announcements to every member."""
+"""Organizations: members with roles, and announcements to every member.
+
+Members all live in the tenant of the organization's creator; an
+organization of another tenant answers as if it did not exist.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,8 @@ from typing import Any
 
 from gateway.domain._change import Change, check_limit, require_text
 from gateway.domain.notifications import notify
-from gateway.domain.viewer import Viewer
+from gateway.domain.viewer import Viewer, record_id
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound
-from gateway.events import new_id
 from gateway.store import Row, Tx
 
 __all__ = [
@@ -27,21 +30,27 @@ ORG_ROLES = ("OWNER", "ADMIN", "MEMBER")
 MANAGERS = ("OWNER", "ADMIN")
 
 
-def _org(tx: Tx, org_id: Any) -> Row:
-    row = tx.get_organization(org_id) if isinstance(org_id, str) else None
-    if row is None:
-        raise NotFound(f"organization {org_id} not found")
-    return row
-
-
 def _role(tx: Tx, org_id: str, user_id: str) -> str | None:
     membership = tx.get_membership(org_id, user_id)
     return membership["role"] if membership is not None else None
 
 
+def _org(tx: Tx, viewer: Viewer, org_id: Any) -> tuple[Row, str | None]:
+    """The organization and the viewer's role in it (None: not a member); one of
+    another tenant is NOT_FOUND, exactly like an unknown id."""
+    row = tx.get_organization(org_id) if isinstance(org_id, str) and org_id else None
+    if row is None:
+        raise NotFound(f"organization {org_id} not found")
+    role = _role(tx, row["id"], viewer.user_id)
+    if role is None:
+        members = tx.list_memberships(row["id"])
+        if not viewer.reaches(row["id"], members[0]["user_id"] if members else None):
+            raise NotFound(f"organization {org_id} not found")
+    return row, role
+
+
 def _member_org(tx: Tx, viewer: Viewer, org_id: Any) -> tuple[Row, str]:
-    org = _org(tx, org_id)
-    role = _role(tx, org["id"], viewer.user_id)
+    org, role = _org(tx, viewer, org_id)
     if role is None:
         raise Forbidden("only members can see this organization")
     return org, role
@@ -98,7 +107,7 @@ def _member_updated(change: Change, org_id: str, user_id: str, role: str | None)
 
 def create_organization(change: Change, viewer: Viewer, name: str) -> dict[str, Any]:
     require_text(name, "name", max_length=200)
-    org = {"id": new_id("org"), "name": name, "created_at": change.stamp}
+    org = {"id": record_id("org", viewer.user_id), "name": name, "created_at": change.stamp}
     change.tx.insert_organization(org)
     change.tx.put_membership(org["id"], viewer.user_id, "OWNER", change.stamp)
     _member_updated(change, org["id"], viewer.user_id, "OWNER")
@@ -114,11 +123,11 @@ def set_member_role(
     an owner, and the last owner stays.
     """
     tx = change.tx
-    org = _org(tx, org_id)
-    mine = _role(tx, org["id"], viewer.user_id)
+    org, mine = _org(tx, viewer, org_id)
     if mine not in MANAGERS:
         raise Forbidden("only owners and admins manage members")
     require_text(user_id, "userId", max_length=200)
+    user_id = viewer.qualify(user_id)
     if role is not None and role not in ORG_ROLES:
         raise BadRequest(f"unknown role {role!r}", path="role")
     current = _role(tx, org["id"], user_id)
@@ -145,14 +154,14 @@ def post_announcement(
     change: Change, viewer: Viewer, org_id: str, title: str, body: str
 ) -> dict[str, Any]:
     tx = change.tx
-    org = _org(tx, org_id)
-    if _role(tx, org["id"], viewer.user_id) not in MANAGERS:
+    org, mine = _org(tx, viewer, org_id)
+    if mine not in MANAGERS:
         raise Forbidden("only owners and admins post announcements")
     require_text(title, "title", max_length=500)
     require_text(body, "body")
     row = tx.insert_announcement(
         {
-            "id": new_id("ann"),
+            "id": record_id("ann", viewer.user_id),
             "org_id": org["id"],
             "author_id": viewer.user_id,
             "title": title,

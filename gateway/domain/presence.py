@@ -1,4 +1,6 @@
-"""Presence: whether a user is online, and who may watch it."""
+"""Presence: whether a user is online, and who may watch it; which topics a viewer
+may subscribe to. Nothing here reaches across tenants: a topic naming another
+tenant's user, conversation or event is refused like one naming nothing."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from typing import Any
 from gateway.domain._change import Change
 from gateway.domain.chat import is_participant
 from gateway.domain.follows import follows_either_way
-from gateway.domain.gatherings import event_exists
+from gateway.domain.gatherings import event_visible
 from gateway.domain.viewer import Viewer
 from gateway.errors import BadRequest
 from gateway.events import Ephemeral
@@ -20,7 +22,10 @@ MAX_USERS = 200
 
 
 def can_see_presence(tx: Tx, viewer: Viewer, user_id: str) -> bool:
-    """Oneself, users sharing a conversation, and accepted follows either way."""
+    """Oneself, users sharing a conversation, and accepted follows either way
+    (never a user of another tenant)."""
+    if not viewer.shares_tenant(user_id):
+        return False
     return (
         user_id == viewer.user_id
         or tx.share_conversation(viewer.user_id, user_id)
@@ -38,9 +43,10 @@ def can_subscribe(tx: Tx, viewer: Viewer, topic: str) -> bool:
     if kind == "conversation":
         return is_participant(tx, ident, viewer.user_id)
     if kind == "presence":
+        # The topic names the qualified id (`presence:acme/bob`), as it is published.
         return can_see_presence(tx, viewer, ident)
     if kind == "event":
-        return event_exists(tx, ident)
+        return event_visible(tx, viewer, ident)
     return False
 
 
@@ -48,7 +54,7 @@ def presence(tx: Tx, viewer: Viewer, user_ids: Any) -> list[dict[str, Any]]:
     """Each requested user's presence; users the viewer may not watch show OFFLINE."""
     if not isinstance(user_ids, list | tuple) or not all(isinstance(u, str) for u in user_ids):
         raise BadRequest("userIds must be a list of user ids", path="userIds")
-    wanted = list(dict.fromkeys(user_ids))
+    wanted = list(dict.fromkeys(map(viewer.qualify, user_ids)))
     if len(wanted) > MAX_USERS:
         raise BadRequest(f"at most {MAX_USERS} userIds", path="userIds")
     visible = [uid for uid in wanted if can_see_presence(tx, viewer, uid)]

@@ -292,12 +292,21 @@ class Hub:
             _metrics.EVENTS_DELIVERED.labels(event.cls).inc(delivered)
 
     def _audience(self, event: Ephemeral) -> list[HubMember]:
+        inside = f"{event.tenant}/" if event.tenant else None
         if event.broadcast:
-            members = [m for group in self._by_user.values() for m in group]
-        elif event.topic is not None:
-            members = list(self._by_topic.get(event.topic, ()))
+            members = [
+                m
+                for user_id, group in self._by_user.items()
+                if inside is None or user_id.startswith(inside)
+                for m in group
+            ]
         else:
-            members = [m for user in event.users for m in self._by_user.get(user, ())]
+            if event.topic is not None:
+                members = list(self._by_topic.get(event.topic, ()))
+            else:
+                members = [m for user in event.users for m in self._by_user.get(user, ())]
+            if inside is not None:
+                members = [m for m in members if m.user_id.startswith(inside)]
         if event.exclude_user is not None:
             members = [m for m in members if m.user_id != event.exclude_user]
         return members
