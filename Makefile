@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+NODE_CLIENTS = tests/e2e/node
+
+.PHONY: setup demo test lint bench clean node-clients
 
 $(BIN)/cutover: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +24,14 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check contracts gateway parity ops
 
-test: lint
+# Node clients the end-to-end tests drive (the `ws` package), installed once.
+$(NODE_CLIENTS)/node_modules/.package-lock.json: $(NODE_CLIENTS)/package-lock.json
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	npm ci --prefix $(NODE_CLIENTS) --no-audit --no-fund --loglevel=error
+
+node-clients: $(NODE_CLIENTS)/node_modules/.package-lock.json
+
+test: lint node-clients
 	$(BIN)/pytest -q
 
 clean:
