@@ -57,9 +57,7 @@ class Settings:
     # The push path's socket (gateway.ws.wire): a write blocked past the
     # slow-consumer timeout resets the connection; compression is per message.
     slow_consumer_timeout_s: float = attrs.field(default=5, converter=float)
-    ws_compression: str = attrs.field(
-        default="off", validator=attrs.validators.in_(("off", "on"))
-    )
+    ws_compression: str = attrs.field(default="off", validator=attrs.validators.in_(("off", "on")))
     ticket_ttl_s: float = attrs.field(default=30, converter=float)
     retention_days: float = attrs.field(default=7, converter=float)
     retention_count: int = attrs.field(default=10_000, converter=int)
