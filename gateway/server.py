@@ -68,10 +68,9 @@ def ws_settings(settings: Settings) -> WsSettings:
 
 def split_bind(bind: str) -> tuple[str | None, int]:
     """`HOST:PORT` (`[::1]:8080`, `:8080` for every interface) as (host, port)."""
-    host, _, port = bind.rpartition(":")
-    host = host.strip("[]") or None
+    name, _, port = bind.rpartition(":")
     try:
-        return host, int(port)
+        return name.strip("[]") or None, int(port)
     except ValueError:
         raise ValueError(f"--bind {bind!r}: expected HOST:PORT") from None
 

@@ -11,39 +11,45 @@ bounded timeout.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import trio
 
-from contracts import CloseCode, ProtocolError, decode_action, encode_envelope, unstructure
-from gateway.errors import BadRequest, CutoverError, Forbidden, Unauthorized
+from contracts import ClientAction, CloseCode, ProtocolError, decode_action, encode_envelope
+from gateway.errors import CutoverError
 from gateway.events import Cursor, Outcome, iso, new_id, utcnow
+from gateway.ports import (
+    RolloutView,
+    Runner,
+    SessionDomain,
+    StreamStore,
+    TokenVerifier,
+    TopicAuthorizer,
+    ViewerFactory,
+)
+from gateway.ws.actions import HANDLERS
 from gateway.ws.hub import Hub
 from gateway.ws.ratelimit import AbuseDetector, TokenBucket
 from gateway.ws.sendbuffer import SendBuffer, SlowConsumer
 from gateway.ws.stream import UserStream
 from gateway.ws.transport import Transport, TransportClosed
+from ops import metrics as _metrics
+
+if TYPE_CHECKING:
+    from gateway.auth import Principal
+    from gateway.domain.viewer import Viewer
 
 __all__ = ["CloseConnection", "Connection", "WsSettings"]
 
 log = logging.getLogger(__name__)
 
-try:
-    from ops import metrics as _metrics
-except ImportError:  # pragma: no cover
-    _metrics = None
-
-Runner = Callable[..., Awaitable[Any]]
 
 INTERNAL_ERROR = 1011  # WebSocket "internal error": an unexpected failure of the session
-MAX_SUBSCRIPTIONS = 256
-MAX_TYPING = 32
 
 
 @attrs.define
@@ -79,53 +85,24 @@ class CloseConnection(Exception):
         self.flush = flush
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-ready value: dicts and lists as they are, attrs objects unstructured."""
-    if value is None or isinstance(value, dict | list | str | int | float | bool):
-        return value
-    return unstructure(value)
-
-
-def _rollout_config(rollout: Any) -> Any:
-    """The current rollout configuration (a reloading watcher exposes `.current`)."""
-    if rollout is None:
-        return None
-    return getattr(rollout, "current", rollout)
-
-
-class _RolloutView:
-    """Reads through to the latest configuration for each decision."""
-
-    def __init__(self, rollout: Any) -> None:
-        self._rollout = rollout
-
-    def push_enabled(self, user_id: str, domain: str) -> bool:
-        return bool(_rollout_config(self._rollout).push_enabled(user_id, domain))
-
-    def domain_of_event(self, event_type: str) -> str | None:
-        from gateway.ws.stream import domain_of_event
-
-        return domain_of_event(_rollout_config(self._rollout), event_type)
-
-
 class Connection:
     """One authenticated WebSocket session of one user."""
 
     def __init__(
         self,
         transport: Transport,
-        principal: Any,
+        principal: Principal,
         *,
         hub: Hub,
-        store: Any,
-        domain: Any,
-        authenticator: Any = None,
-        rollout: Any = None,
+        store: StreamStore,
+        domain: SessionDomain,
+        authenticator: TokenVerifier | None = None,
+        rollout: RolloutView | None = None,
         settings: WsSettings | None = None,
         node_id: str = "local",
         runner: Runner | None = None,
-        viewer_factory: Callable[[Any], Any] | None = None,
-        topic_authorizer: Any = None,
+        viewer_factory: ViewerFactory | None = None,
+        topic_authorizer: TopicAuthorizer | None = None,
     ) -> None:
         self.id = new_id("conn")
         self.transport = transport
@@ -135,8 +112,7 @@ class Connection:
         self.store = store
         self.domain = domain
         self.authenticator = authenticator
-        self.rollout = _RolloutView(rollout) if rollout is not None else None
-        self._rollout_source = rollout
+        self.rollout = rollout
         self.settings = settings or WsSettings()
         self.node_id = node_id
         self._runner = runner
@@ -148,7 +124,17 @@ class Connection:
             max_items=self.settings.send_buffer_max_items,
             max_bytes=self.settings.send_buffer_max_bytes,
         )
-        self.stream: UserStream | None = None
+        self.stream = UserStream(
+            user_id=self.user_id,
+            store=store,
+            buffer=self.buffer,
+            cursor=Cursor("", 0),
+            rollout=rollout,
+            runner=runner,
+            inbox_size=self.settings.stream_inbox_size,
+            tail_interval_s=None if hub.tails else self.settings.tail_interval_s,
+            stall_timeout_s=self.settings.slow_consumer_timeout_s,
+        )
         clock = trio.current_time
         self._bucket = TokenBucket(
             self.settings.actions_per_second, self.settings.actions_burst, clock=clock
@@ -162,7 +148,8 @@ class Connection:
         self._last_activity = 0.0
         self._expires_at_trio = math.inf
         self._watch_wakeup = trio.Event()
-        self._typing: dict[str, float] = {}
+        # conversation id -> when its typing `started` ends without a renewal
+        self.typing: dict[str, float] = {}
         self._cancel_scope: trio.CancelScope | None = None
         self._requested_close: CloseConnection | None = None
         self.close_code: int | None = None
@@ -177,24 +164,13 @@ class Connection:
         registered = False
         try:
             self._last_activity = trio.current_time()
-            self._set_expiry(self.principal.expires_at)
-            stream = UserStream(
-                user_id=self.user_id,
-                store=self.store,
-                buffer=self.buffer,
-                cursor=Cursor("", 0),
-                rollout=self.rollout,
-                runner=self._runner,
-                inbox_size=self.settings.stream_inbox_size,
-                tail_interval_s=None if self.hub.tails else self.settings.tail_interval_s,
-                stall_timeout_s=self.settings.slow_consumer_timeout_s,
-            )
-            self.stream = stream
+            self.set_expiry(self.principal.expires_at)
+            stream = self.stream
             # Register before reading the position: every event committed after
             # the position is then either offered live or found by tailing.
             self.hub.register(self)
             registered = True
-            position: Cursor = await self._run(self.store.stream_position, self.user_id)
+            position: Cursor = await self.run(self.store.stream_position, self.user_id)
             stream.epoch = position.epoch
             stream.last_sent = max(stream.last_sent, position.seq)
             self.buffer.put_durable(self._welcome(position))
@@ -226,8 +202,7 @@ class Connection:
                 nursery.start_soon(self._watcher)
                 await nursery.start(stream.run)
         except* SlowConsumer:
-            if _metrics is not None:
-                _metrics.SEND_BUFFER_OVERFLOWS.inc()
+            _metrics.SEND_BUFFER_OVERFLOWS.inc()
             ended.append(CloseConnection(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False))
         except* CloseConnection as group:
             ended.append(_first_close(group))
@@ -270,23 +245,21 @@ class Connection:
             log.exception("closing connection %s failed", self.id)
         self.close_code = close.code
         self.close_reason = close.reason
-        if _metrics is not None:
-            _metrics.DISCONNECTS.labels(str(close.code)).inc()
+        _metrics.DISCONNECTS.labels(str(close.code)).inc()
         if registered:
             self.hub.unregister(self)
-            for conversation_id in list(self._typing):
-                await self._stop_typing(conversation_id)
+            for conversation_id in list(self.typing):
+                await self.stop_typing(conversation_id)
             try:
                 await self.hub.presence_changed(self.user_id)
             except Exception:
                 log.exception("presence update for %s failed", self.user_id)
-        self._typing.clear()
+        self.typing.clear()
         self.closed.set()
 
     def _welcome(self, position: Cursor) -> str:
         settings = self.settings
-        config = _rollout_config(self._rollout_source)
-        domains = config.view_for(self.user_id) if config is not None else {}
+        domains = self.rollout.view_for(self.user_id) if self.rollout is not None else {}
         payload = {
             "connectionId": self.id,
             "userId": self.user_id,
@@ -328,7 +301,7 @@ class Connection:
         idle_s = self.settings.idle_timeout_ms / 1000
         while True:
             idle_at = self._last_activity + idle_s
-            typing_at = min(self._typing.values(), default=math.inf)
+            typing_at = min(self.typing.values(), default=math.inf)
             deadline = min(idle_at, self._expires_at_trio, typing_at)
             with trio.move_on_at(deadline):
                 await self._watch_wakeup.wait()
@@ -344,16 +317,15 @@ class Connection:
                 raise CloseConnection(CloseCode.TOKEN_EXPIRED, "token expired")
             if now >= self._last_activity + idle_s:
                 raise CloseConnection(CloseCode.GOING_AWAY, "idle timeout")
-            for conversation_id, at in list(self._typing.items()):
+            for conversation_id, at in list(self.typing.items()):
                 if at <= now:
-                    await self._stop_typing(conversation_id)
+                    await self.stop_typing(conversation_id)
 
-    async def _stop_typing(self, conversation_id: str) -> None:
-        self._typing.pop(conversation_id, None)
+    async def stop_typing(self, conversation_id: str) -> None:
+        """Publish a typing stop for a conversation this connection was typing in."""
+        self.typing.pop(conversation_id, None)
         try:
-            outcome = await self._run(
-                self.domain.typing, self._viewer(), conversation_id, "stopped"
-            )
+            outcome = await self.run(self.domain.typing, self.viewer(), conversation_id, "stopped")
             await self.hub.publish(outcome)
         except CutoverError as exc:
             log.info("typing stop in %s refused: %s", conversation_id, exc.message)
@@ -375,7 +347,7 @@ class Connection:
                 self._count_action(action.action, "abuse")
                 raise CloseConnection(CloseCode.SLOW_CONSUMER, "rate limit abuse")
             self._count_action(action.action, "rate_limited")
-            self._reply_error(
+            self.reply_error(
                 {
                     "code": "RATE_LIMITED",
                     "message": "too many actions",
@@ -387,10 +359,7 @@ class Connection:
         await self._dispatch(action)
 
     async def _protocol_violation(self, exc: ProtocolError) -> None:
-        payload = {"code": exc.code, "message": exc.message}
-        if getattr(exc, "path", None):
-            payload["path"] = exc.path
-        self._reply_error(payload, getattr(exc, "action_id", None))
+        self.reply_error(exc.to_payload(), exc.action_id)
         self._count_action("invalid", exc.code)
         if exc.code == "UNSUPPORTED_VERSION":
             raise CloseConnection(CloseCode.PROTOCOL_VIOLATION, "unsupported version")
@@ -398,140 +367,34 @@ class Connection:
         if self._violations >= self.settings.max_protocol_violations:
             raise CloseConnection(CloseCode.PROTOCOL_VIOLATION, "repeated protocol violations")
 
-    async def _dispatch(self, action: Any) -> None:
-        handler = _HANDLERS.get(action.action)
-        if handler is None:
-            await self._protocol_violation(
-                ProtocolError(
-                    "UNKNOWN_ACTION", f"unknown action {action.action!r}", action_id=action.id
-                )
-            )
-            return
+    async def _dispatch(self, action: ClientAction) -> None:
+        handler = HANDLERS[action.action]  # decode_action admits only the contract's actions
         try:
-            await handler(self, action)
+            await handler(self, action.id, action.payload)
         except (SlowConsumer, CloseConnection, TransportClosed):
             raise
         except CutoverError as exc:
             self._count_action(action.action, exc.code)
-            self._reply_error(exc.to_payload(), action.id)
+            self.reply_error(exc.to_payload(), action.id)
         except Exception:
             log.exception("action %s of %s failed", action.action, self.user_id)
             self._count_action(action.action, "INTERNAL")
-            self._reply_error({"code": "INTERNAL", "message": "internal error"}, action.id)
+            self.reply_error({"code": "INTERNAL", "message": "internal error"}, action.id)
         else:
             self._count_action(action.action, "ok")
 
-    # -- actions -------------------------------------------------------------
-
-    async def _ping(self, action: Any) -> None:
-        self._reply("ping.pong", {"serverTime": iso(utcnow())}, action.id)
-
-    async def _resume(self, action: Any) -> None:
-        epoch = action.payload.epoch
-        last_seq = action.payload.last_seq
-        if last_seq < 0:
-            raise BadRequest("lastSeq must not be negative", path="payload.lastSeq")
-        assert self.stream is not None
-        await self.stream.request_resume(epoch, last_seq, action.id)
-
-    async def _refresh(self, action: Any) -> None:
-        token = action.payload.token
-        principal = await self.authenticator.verify_async(token)
-        if principal.user_id != self.user_id:
-            raise Unauthorized("the token belongs to another user")
-        self.principal = principal
-        self._set_expiry(principal.expires_at)
-        expires = dt.datetime.fromtimestamp(principal.expires_at, dt.UTC)
-        self._ack({"expiresAt": iso(expires)}, action.id)
-
-    async def _subscribe(self, action: Any) -> None:
-        topic = action.payload.topic
-        if topic not in self.topics:
-            if len(self.topics) >= MAX_SUBSCRIPTIONS:
-                raise Forbidden(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")
-            allowed = await self._may_subscribe(topic)
-            if not allowed:
-                raise Forbidden(f"not allowed to subscribe to {topic}")
-            self.hub.subscribe(self, topic)
-        self._ack({"topic": topic}, action.id)
-
-    async def _may_subscribe(self, topic: str) -> bool:
+    async def may_subscribe(self, topic: str) -> bool:
         """App-declared topics by the registry's rules, the contract's by the domain."""
         if self._topic_authorizer is not None:
             p = self.principal
             verdict = await self._topic_authorizer.allowed(p.user_id, p.tenant, topic)
             if verdict is not None:
                 return bool(verdict)
-        return bool(await self._run(self.domain.can_subscribe, self._viewer(), topic))
+        return bool(await self.run(self.domain.can_subscribe, self.viewer(), topic))
 
-    async def _unsubscribe(self, action: Any) -> None:
-        topic = action.payload.topic
-        self.hub.unsubscribe(self, topic)
-        self._ack({"topic": topic}, action.id)
+    # -- what handlers use ----------------------------------------------------
 
-    async def _notification_subscribe(self, action: Any) -> None:
-        self._ack({}, action.id)
-
-    async def _chat_send(self, action: Any) -> None:
-        payload = action.payload
-        outcome = await self._run(
-            self.domain.send_chat_message,
-            self._viewer(),
-            payload.conversation_id,
-            payload.body,
-            payload.client_message_id,
-        )
-        await self._publish(outcome)
-        self._ack({"message": _plain(outcome.value)}, action.id)
-
-    async def _chat_read(self, action: Any) -> None:
-        payload = action.payload
-        outcome = await self._run(
-            self.domain.mark_conversation_read,
-            self._viewer(),
-            payload.conversation_id,
-            payload.up_to_message_id,
-        )
-        await self._publish(outcome)
-        self._ack({"conversation": _plain(outcome.value)}, action.id)
-
-    async def _chat_delivered(self, action: Any) -> None:
-        payload = action.payload
-        outcome = await self._run(
-            self.domain.mark_delivered,
-            self._viewer(),
-            payload.conversation_id,
-            list(payload.message_ids),
-        )
-        await self._publish(outcome)
-        self._ack({}, action.id)
-
-    async def _chat_typing(self, action: Any) -> None:
-        conversation_id = action.payload.conversation_id
-        state = action.payload.state
-        outcome = await self._run(self.domain.typing, self._viewer(), conversation_id, state)
-        if state == "started":
-            if conversation_id not in self._typing and len(self._typing) >= MAX_TYPING:
-                oldest = min(self._typing, key=self._typing.__getitem__)
-                await self._stop_typing(oldest)
-            self._typing[conversation_id] = trio.current_time() + self.settings.typing_timeout_s
-        else:
-            self._typing.pop(conversation_id, None)
-        self._watch_wakeup.set()
-        await self._publish(outcome)
-        self._ack({}, action.id)
-
-    async def _presence_set(self, action: Any) -> None:
-        status = action.payload.status
-        if status not in ("ONLINE", "AWAY"):
-            raise BadRequest("status must be ONLINE or AWAY", path="payload.status")
-        self.presence = status
-        await self.hub.presence_changed(self.user_id)
-        self._ack({}, action.id)
-
-    # -- helpers -------------------------------------------------------------
-
-    def _viewer(self) -> Any:
+    def viewer(self) -> Viewer:
         if self._viewer_factory is not None:
             return self._viewer_factory(self.principal)
         from gateway.domain import Viewer
@@ -539,13 +402,16 @@ class Connection:
         p = self.principal
         return Viewer(user_id=p.user_id, scopes=p.scopes, tenant=p.tenant, name=p.name)
 
-    async def _publish(self, outcome: Any) -> None:
-        if isinstance(outcome, Outcome) and (outcome.events or outcome.ephemeral):
+    async def publish(self, outcome: Outcome[Any]) -> None:
+        if outcome.events or outcome.ephemeral:
             await self.hub.publish(outcome)
 
-    def _set_expiry(self, expires_at: float) -> None:
+    def set_expiry(self, expires_at: float) -> None:
         remaining = float(expires_at) - time.time() if expires_at else math.inf
         self._expires_at_trio = trio.current_time() + remaining
+        self._watch_wakeup.set()
+
+    def wake_watcher(self) -> None:
         self._watch_wakeup.set()
 
     def _envelope(self, type_: str, payload: dict, reply_to: str | None) -> str:
@@ -556,17 +422,18 @@ class Connection:
     def _error_envelope(self, payload: dict, reply_to: str | None) -> str:
         return self._envelope("error", payload, reply_to)
 
-    def _reply(self, type_: str, payload: dict, reply_to: str | None) -> None:
+    def reply(self, type_: str, payload: dict, reply_to: str | None) -> None:
         self.buffer.put_durable(self._envelope(type_, payload, reply_to))
 
-    def _ack(self, payload: dict, reply_to: str | None) -> None:
+    def ack(self, payload: dict, reply_to: str | None) -> None:
         if reply_to is not None:
-            self._reply("ack", payload, reply_to)
+            self.reply("ack", payload, reply_to)
 
-    def _reply_error(self, payload: dict, reply_to: str | None) -> None:
+    def reply_error(self, payload: dict, reply_to: str | None) -> None:
         self.buffer.put_durable(self._error_envelope(payload, reply_to))
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking store or domain call off the event loop."""
         if self._runner is not None:
             return await self._runner(fn, *args)
         from gateway.store import run_store
@@ -575,8 +442,7 @@ class Connection:
 
     @staticmethod
     def _count_action(action: str, outcome: str) -> None:
-        if _metrics is not None:
-            _metrics.ACTIONS.labels(action, outcome).inc()
+        _metrics.ACTIONS.labels(action, outcome).inc()
 
 
 _E = TypeVar("_E", bound=BaseException)
@@ -601,18 +467,3 @@ def _transport_closed(exc: TransportClosed) -> CloseConnection:
     if exc.close_code is not None:
         return CloseConnection(exc.close_code, str(exc)[:120], flush=False)
     return CloseConnection(CloseCode.GOING_AWAY, "peer gone", flush=False)
-
-
-_HANDLERS: dict[str, Callable[[Connection, Any], Awaitable[None]]] = {
-    "ping": Connection._ping,
-    "session.resume": Connection._resume,
-    "auth.refresh": Connection._refresh,
-    "subscribe": Connection._subscribe,
-    "unsubscribe": Connection._unsubscribe,
-    "notification.subscribe": Connection._notification_subscribe,
-    "chat.send": Connection._chat_send,
-    "chat.read": Connection._chat_read,
-    "chat.delivered": Connection._chat_delivered,
-    "chat.typing": Connection._chat_typing,
-    "presence.set": Connection._presence_set,
-}

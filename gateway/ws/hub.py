@@ -25,8 +25,9 @@ import trio
 
 from contracts import CloseCode, encode_envelope
 from gateway.errors import RateLimited
-from gateway.events import Ephemeral, Outcome, StoredEvent, iso, new_id, parse_iso, utcnow
+from gateway.events import Cursor, Ephemeral, Outcome, StoredEvent, iso, new_id, parse_iso, utcnow
 from gateway.ws.backplane import Backplane, LocalBackplane
+from ops import metrics as _metrics
 
 if TYPE_CHECKING:
     from gateway.ws.sendbuffer import SendBuffer
@@ -35,16 +36,13 @@ __all__ = ["Hub", "HubMember", "PresenceStatus"]
 
 log = logging.getLogger(__name__)
 
-try:  # metrics are optional for the core (tests run without a registry scrape)
-    from ops import metrics as _metrics
-except ImportError:  # pragma: no cover - ops ships with the gateway
-    _metrics = None
-
 PresenceStatus = str  # "ONLINE" | "AWAY" | "OFFLINE"
 
 
 class _Stream(Protocol):
     def offer(self, event: StoredEvent, text: str | None = None) -> None: ...
+
+    def nudge(self, head: Cursor) -> None: ...
 
 
 class HubMember(Protocol):
@@ -55,7 +53,9 @@ class HubMember(Protocol):
     presence: PresenceStatus
     topics: set[str]
     buffer: SendBuffer
-    stream: _Stream
+
+    @property
+    def stream(self) -> _Stream: ...
 
     def close_soon(self, code: int, reason: str, final_text: str | None = None) -> None:
         """Queue `final_text`, then close with `code` after it is flushed."""
@@ -130,9 +130,7 @@ class Hub:
                 continue
             for user_id, head in heads.items():
                 for member in list(self._by_user.get(user_id, ())):
-                    stream = getattr(member, "stream", None)
-                    if stream is not None:
-                        stream.nudge(head)
+                    member.stream.nudge(head)
 
     # -- registry ------------------------------------------------------------
 
@@ -186,8 +184,7 @@ class Hub:
     def register(self, member: HubMember) -> None:
         self._by_user.setdefault(member.user_id, set()).add(member)
         self._empty = trio.Event() if self._empty.is_set() else self._empty
-        if _metrics is not None:
-            _metrics.CONNECTIONS_ACTIVE.inc()
+        _metrics.CONNECTIONS_ACTIVE.inc()
 
     def unregister(self, member: HubMember) -> None:
         """Forget a connection and all of its subscriptions (idempotent)."""
@@ -199,8 +196,7 @@ class Hub:
         members.discard(member)
         if not members:
             del self._by_user[member.user_id]
-        if _metrics is not None:
-            _metrics.CONNECTIONS_ACTIVE.dec()
+        _metrics.CONNECTIONS_ACTIVE.dec()
         if not self._by_user:
             self._empty.set()
 
@@ -241,9 +237,8 @@ class Hub:
             events = outcome_or_events
         if not events and not ephemeral:
             return
-        if _metrics is not None:
-            for event in (*events, *ephemeral):
-                _metrics.EVENTS_PUBLISHED.labels(event.type).inc()
+        for kind in (*(e.type for e in events), *(e.type for e in ephemeral)):
+            _metrics.EVENTS_PUBLISHED.labels(kind).inc()
         await self.backplane.publish(events, ephemeral)
 
     def deliver_durable(self, events: Iterable[StoredEvent]) -> None:
@@ -259,11 +254,10 @@ class Hub:
             for member in members:
                 member.stream.offer(event, text)
                 delivered += 1
-            if _metrics is not None:
-                lag = (utcnow() - parse_iso(event.created_at)).total_seconds()
-                _metrics.PUBLISH_TO_DELIVER.observe(max(lag, 0.0))
+            lag = (utcnow() - parse_iso(event.created_at)).total_seconds()
+            _metrics.PUBLISH_TO_DELIVER.observe(max(lag, 0.0))
         self.delivered_durable += delivered
-        if delivered and _metrics is not None:
+        if delivered:
             _metrics.EVENTS_DELIVERED.labels("durable").inc(delivered)
 
     def deliver_ephemeral(self, event: Ephemeral) -> None:
@@ -288,7 +282,7 @@ class Hub:
                 queued = member.buffer.put_droppable(text)
             delivered += queued
         self.delivered_ephemeral += delivered
-        if delivered and _metrics is not None:
+        if delivered:
             _metrics.EVENTS_DELIVERED.labels(event.cls).inc(delivered)
 
     def _audience(self, event: Ephemeral) -> list[HubMember]:
@@ -314,9 +308,9 @@ class Hub:
     def _domain_of(self, event_type: str) -> str | None:
         if self.rollout is None:
             return None
-        from gateway.ws.stream import domain_of_event
+        from gateway.rollout import domain_of_event
 
-        return domain_of_event(self.rollout, event_type)
+        return domain_of_event(event_type)
 
     def _push_enabled(self, user_id: str, domain: str) -> bool:
         return bool(self.rollout.push_enabled(user_id, domain))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import collections
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -38,30 +38,17 @@ import trio
 from contracts import encode_envelope
 from gateway.errors import HistoryExpired
 from gateway.events import Cursor, StoredEvent, iso, new_id, utcnow
+from gateway.ports import RolloutView, Runner, StreamStore
+from gateway.rollout import domain_of_event
 from gateway.ws.sendbuffer import SendBuffer, SlowConsumer
+from ops import metrics as _metrics
 
-__all__ = ["ResumeRequest", "UserStream", "domain_of_event"]
+__all__ = ["ResumeRequest", "UserStream"]
 
 log = logging.getLogger(__name__)
 
-try:
-    from ops import metrics as _metrics
-except ImportError:  # pragma: no cover
-    _metrics = None
-
-Runner = Callable[..., Awaitable[Any]]
 
 PAGE = 1000
-
-
-def domain_of_event(rollout: Any, event_type: str) -> str | None:
-    """The rollout domain an event type belongs to (None: always pushed)."""
-    method = getattr(rollout, "domain_of_event", None)
-    if method is not None:
-        return method(event_type)
-    from gateway import rollout as rollout_module
-
-    return rollout_module.domain_of_event(event_type)
 
 
 @attrs.frozen
@@ -80,10 +67,10 @@ class UserStream:
         self,
         *,
         user_id: str,
-        store: Any,
+        store: StreamStore,
         buffer: SendBuffer,
         cursor: Cursor,
-        rollout: Any = None,
+        rollout: RolloutView | None = None,
         runner: Runner | None = None,
         inbox_size: int = 256,
         tail_interval_s: float | None = 5.0,
@@ -282,8 +269,12 @@ class UserStream:
     async def _send(self, event: StoredEvent, text: str | None, *, live: bool = False) -> None:
         """Queue one event: a live one at once (overflow: `SlowConsumer`), one read
         from the store paced to the writer."""
-        domain = domain_of_event(self.rollout, event.type) if self.rollout is not None else None
-        if domain is not None and not self.rollout.push_enabled(self.user_id, domain):
+        domain = domain_of_event(event.type) if self.rollout is not None else None
+        if (
+            domain is not None
+            and self.rollout is not None
+            and not self.rollout.push_enabled(self.user_id, domain)
+        ):
             self.stats["withheld"] += 1
             text = encode_envelope(
                 "stream.skipped",
@@ -319,5 +310,4 @@ class UserStream:
 
     @staticmethod
     def _count_resume(outcome: str) -> None:
-        if _metrics is not None:
-            _metrics.RESUMES.labels(outcome).inc()
+        _metrics.RESUMES.labels(outcome).inc()

@@ -266,7 +266,7 @@ class WireTransport:
 
     async def _read(self) -> bytes:
         try:
-            return await self._stream.receive_some(RECEIVE_BYTES)
+            return bytes(await self._stream.receive_some(RECEIVE_BYTES))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._broken = True
             raise TransportClosed("the connection was lost") from exc
@@ -335,7 +335,7 @@ class WireTransport:
                     return
                 if not data:
                     return
-                self._ws.receive_data(data)
+                self._ws.receive_data(bytes(data))
                 for _event in self._ws.events():
                     pass
 

@@ -13,33 +13,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import pytest
 import trio
 
+from gateway.auth import Principal
+from gateway.domain.viewer import Viewer
 from gateway.errors import Forbidden, HistoryExpired, NotFound, TokenExpired, Unauthorized
 from gateway.events import Cursor, Ephemeral, Outcome, StoredEvent, iso, new_id, utcnow
 from gateway.ws.connection import Connection, WsSettings
 from gateway.ws.hub import Hub
 from gateway.ws.transport import MemoryClient, MemoryTransport
-
-
-@attrs.frozen
-class Viewer:
-    user_id: str
-    scopes: frozenset[str] = frozenset()
-    tenant: str | None = None
-    name: str | None = None
-
-
-@attrs.frozen
-class Principal:
-    user_id: str
-    scopes: frozenset[str] = frozenset()
-    tenant: str | None = None
-    name: str | None = None
-    expires_at: float = 0.0
-    token: str | None = None
 
 
 class FakeStore:
@@ -167,10 +150,6 @@ class FakeRollout:
 
     def push_enabled(self, user_id: str, domain: str) -> bool:
         return domain not in self.off
-
-    def domain_of_event(self, event_type: str) -> str | None:
-        head = event_type.split(".", 1)[0]
-        return head if head in ("chat", "notification") else None
 
 
 class FakeAuth:
