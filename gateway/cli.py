@@ -25,8 +25,10 @@ FLAG_HELP = {
     "faults": "fault injection (needs --allow-faults), see the README",
     "slow_consumer_timeout_s": "a WebSocket write blocked this long resets the connection (5)",
     "ws_compression": "permessage-deflate for clients that offer it: off (default) or on",
+    "workers": "serve with N processes on one port (N > 1 needs --redis-url)",
+    "reuse_port": "bind with SO_REUSEPORT, sharing the port with other processes",
 }
-BOOL_FLAGS = {"allow_query_token", "allow_faults"}
+BOOL_FLAGS = {"allow_query_token", "allow_faults", "reuse_port"}
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
@@ -61,6 +63,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     settings.check()
+    if settings.workers > 1:
+        from gateway.workers import run_workers
+
+        return run_workers(settings, args.log_level)
     trio.run(serve, settings)
     return 0
 

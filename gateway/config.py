@@ -64,6 +64,10 @@ class Settings:
     grace_s: float = attrs.field(default=10, converter=float)
     node_id: str = attrs.field(factory=lambda: f"node-{os.getpid()}")
     redis_url: str | None = None
+    # `--workers N`: N processes on one port (gateway.workers); each binds it
+    # with SO_REUSEPORT (`reuse_port`), so the kernel spreads connections.
+    workers: int = attrs.field(default=1, converter=int)
+    reuse_port: bool = attrs.field(default=False, converter=_bool)
     registry: tuple[str, ...] = attrs.field(default=(), converter=_csv)
     publish_api_keys: tuple[str, ...] = attrs.field(default=(), converter=_csv)
     topic_callback_url: str | None = None
@@ -74,6 +78,13 @@ class Settings:
 
     def check(self) -> None:
         """Refuse settings a node must not start with."""
+        if self.workers < 1:
+            raise ConfigError(f"--workers {self.workers}: expected 1 or more")
+        if self.workers > 1 and not self.redis_url:
+            raise ConfigError(
+                f"--workers {self.workers} needs --redis-url (CUTOVER_REDIS_URL): without "
+                "Redis, an event committed by one worker never reaches another's connections"
+            )
         if not (self.jwt_secret or self.jwt_public_key or self.jwks_url) and not self.demo:
             raise ConfigError(
                 "no JWT verification key: set --jwt-secret (CUTOVER_JWT_SECRET), "

@@ -80,6 +80,18 @@ def _url(listener: trio.SocketListener) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+async def _listeners(host: str | None, port: int, *, reuse_port: bool) -> list:
+    if not reuse_port:
+        return await trio.open_tcp_listeners(port, host=host)
+    host = host or "0.0.0.0"
+    sock = trio.socket.socket(trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+    sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+    await sock.bind((host, port))
+    sock.listen(1024)
+    return [trio.SocketListener(sock)]
+
+
 async def _until_signal() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
@@ -121,7 +133,7 @@ async def serve_node(
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await _listeners(host, port, reuse_port=settings.reuse_port)
         binds = [_url(listener) for listener in listeners]
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
