@@ -32,6 +32,16 @@ def _bool(value: str | bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _positive(_instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be greater than 0, got {value}")
+
+
+def _not_negative(_instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be 0 or more, got {value}")
+
+
 @attrs.define
 class Settings:
     """Everything a node is configured with."""
@@ -75,6 +85,21 @@ class Settings:
     faults: str | None = None
     allow_faults: bool = attrs.field(default=False, converter=_bool)
     demo: bool = attrs.field(default=False, converter=_bool)
+
+    # -- HTTP bodies and the cost of one GraphQL request (README, "Limits") --------
+    graphql_max_body_bytes: int = attrs.field(default=131_072, converter=int, validator=_positive)
+    graphql_max_query_bytes: int = attrs.field(default=65_536, converter=int, validator=_positive)
+    graphql_max_tokens: int = attrs.field(default=2_000, converter=int, validator=_positive)
+    graphql_max_depth: int = attrs.field(default=12, converter=int, validator=_positive)
+    graphql_max_aliases: int = attrs.field(default=50, converter=int, validator=_positive)
+    graphql_max_cost: int = attrs.field(default=5_000, converter=int, validator=_positive)
+    graphql_max_repeats: int = attrs.field(default=20, converter=int, validator=_positive)
+    graphql_timeout_s: float = attrs.field(default=5.0, converter=float, validator=_positive)
+    graphql_slots_per_user: int = attrs.field(default=2, converter=int, validator=_positive)
+    graphql_queue_per_user: int = attrs.field(default=16, converter=int, validator=_not_negative)
+    graphql_cache_bytes: int = attrs.field(default=262_144, converter=int, validator=_not_negative)
+    publish_max_body_bytes: int = attrs.field(default=8_388_608, converter=int, validator=_positive)
+    http_max_body_bytes: int = attrs.field(default=4_096, converter=int, validator=_not_negative)
 
     def check(self) -> None:
         """Refuse settings a node must not start with."""

@@ -15,6 +15,8 @@ __all__ = [
     "Forbidden",
     "HistoryExpired",
     "NotFound",
+    "PayloadTooLarge",
+    "QueryTimeout",
     "RateLimited",
     "TokenExpired",
     "Unauthorized",
@@ -66,6 +68,20 @@ class NotFound(CutoverError):
 class Conflict(CutoverError):
     code = "CONFLICT"
     status = 409
+
+
+class PayloadTooLarge(CutoverError):
+    """A request body over its endpoint's limit (refused before it is read)."""
+
+    code = "PAYLOAD_TOO_LARGE"
+    status = 413
+
+
+class QueryTimeout(CutoverError):
+    """A GraphQL request ran past its time limit; its remaining fields are not resolved."""
+
+    code = "TIMEOUT"
+    status = 503
 
 
 class RateLimited(CutoverError):

@@ -6,11 +6,14 @@ Resolvers are synchronous: the whole request runs in a worker thread under
 resolvers return the dicts the domain builds; graphql-core's default
 resolver reads their camelCase keys. Mutation resolvers collect each
 `Outcome` on the request context so the caller can fan its events out after
-the request, outside the worker thread.
+the request, outside the worker thread. Every root field's resolver first
+checks the request's time limit (`RequestContext.check_deadline`): a
+synchronous request cannot be interrupted, so it stops between fields.
 """
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import attrs
 from graphql import GraphQLSchema, build_schema
 
+from gateway.errors import QueryTimeout
 from gateway.events import Outcome, iso, parse_iso
 
 __all__ = ["RequestContext", "polling_schema"]
@@ -32,10 +36,27 @@ class RequestContext:
     realtime_config: Any  # callable(user_id) -> {"websocketUrl", "domains": [...]}
     cursor: dict | None = None  # read before any other field
     outcomes: list[Outcome] = attrs.Factory(list)
+    deadline: float | None = None  # time.monotonic() past which no root field resolves
+    time_limit_s: float | None = None
+
+    def start_clock(self, time_limit_s: float | None) -> None:
+        """Start the request's time limit (None: no limit)."""
+        self.time_limit_s = time_limit_s
+        self.deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+
+    def check_deadline(self) -> None:
+        """QueryTimeout once the time limit has passed: each root field checks it first."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise QueryTimeout(
+                f"the request ran past its time limit of {self.time_limit_s:g} s; "
+                "this field was not resolved"
+            )
 
 
 def _ctx(info) -> RequestContext:
-    return info.context
+    ctx = info.context
+    ctx.check_deadline()
+    return ctx
 
 
 # Arguments that name users: qualified into the viewer's tenant at the boundary.
