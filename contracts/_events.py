@@ -9,8 +9,6 @@ from typing import Literal
 
 import attrs
 
-from gateway.events import EphemeralClass
-
 from ._objects import (
     Announcement,
     Conversation,
@@ -31,6 +29,9 @@ from ._replies import (
     SessionWelcome,
 )
 from ._scalars import OrgRole, Timestamp
+
+EphemeralClass = Literal["latest", "drop", "notice"]
+"""How an ephemeral event behaves in a full send buffer (DESIGN.md, \"How a change flows\")."""
 
 __all__ = [
     "EVENT_TYPES",

@@ -1,12 +1,25 @@
-"""Every exception the gateway raises on purpose, in one place.
+"""Every exception the gateway raises on purpose: the contract's error tree
+(`contracts.errors`, re-exported here) and the server's own refusals.
 
 Each carries one of the contract's error codes (PROTOCOL.md 2.6), so the
 GraphQL path, the WebSocket path and the HTTP endpoints map them the same way.
-Foreign exceptions (sqlite3, jwt, pymongo) are mapped into these at the
+Foreign exceptions (sqlite3, psycopg, jwt, pymongo) are mapped into these at the
 boundary where they are caught.
 """
 
 from __future__ import annotations
+
+from contracts.errors import (
+    BadRequest,
+    Conflict,
+    CutoverError,
+    Forbidden,
+    NotFound,
+    ProtocolError,
+    RateLimited,
+    TokenExpired,
+    Unauthorized,
+)
 
 __all__ = [
     "BadRequest",
@@ -16,58 +29,13 @@ __all__ = [
     "HistoryExpired",
     "NotFound",
     "PayloadTooLarge",
+    "ProtocolError",
     "QueryTimeout",
     "RateLimited",
+    "StoreUnavailable",
     "TokenExpired",
     "Unauthorized",
 ]
-
-
-class CutoverError(Exception):
-    """Base class: a refusal with a contract error code and an HTTP status."""
-
-    code = "INTERNAL"
-    status = 500
-
-    def __init__(self, message: str = "", *, path: str | None = None) -> None:
-        super().__init__(message or self.code)
-        self.message = message or self.code
-        self.path = path
-
-    def to_payload(self) -> dict:
-        payload = {"code": self.code, "message": self.message}
-        if self.path:
-            payload["path"] = self.path
-        return payload
-
-
-class BadRequest(CutoverError):
-    code = "BAD_REQUEST"
-    status = 400
-
-
-class Unauthorized(CutoverError):
-    code = "UNAUTHORIZED"
-    status = 401
-
-
-class TokenExpired(Unauthorized):
-    code = "TOKEN_EXPIRED"
-
-
-class Forbidden(CutoverError):
-    code = "FORBIDDEN"
-    status = 403
-
-
-class NotFound(CutoverError):
-    code = "NOT_FOUND"
-    status = 404
-
-
-class Conflict(CutoverError):
-    code = "CONFLICT"
-    status = 409
 
 
 class PayloadTooLarge(CutoverError):
@@ -84,16 +52,11 @@ class QueryTimeout(CutoverError):
     status = 503
 
 
-class RateLimited(CutoverError):
-    code = "RATE_LIMITED"
-    status = 429
+class StoreUnavailable(CutoverError):
+    """The store cannot be reached or cannot take the request now; retrying later may work."""
 
-    def __init__(self, message: str = "", *, retry_after_ms: int = 1000) -> None:
-        super().__init__(message)
-        self.retry_after_ms = retry_after_ms
-
-    def to_payload(self) -> dict:
-        return {**super().to_payload(), "retryAfterMs": self.retry_after_ms}
+    code = "UNAVAILABLE"
+    status = 503
 
 
 class HistoryExpired(CutoverError):

@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime as _dt
 import secrets
 import time
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
+
+from contracts import EphemeralClass
 
 __all__ = [
     "Cursor",
@@ -31,7 +33,6 @@ T = TypeVar("T")
 
 # How an ephemeral event behaves when a connection's send buffer is full
 # (DESIGN.md, "How a change flows" step 5).
-EphemeralClass = Literal["latest", "drop", "notice"]
 
 
 def utcnow() -> _dt.datetime:

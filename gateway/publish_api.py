@@ -33,7 +33,7 @@ from typing import Any
 
 import attrs
 
-from gateway.errors import Forbidden, Unauthorized
+from gateway.errors import CutoverError, Forbidden, Unauthorized
 from gateway.events import Ephemeral, StoredEvent
 from gateway.registry import EventType, PayloadInvalid, Registry, UnknownEventType
 from gateway.store import Store, Tx, run_store
@@ -88,21 +88,17 @@ class PublishCredential:
         return f"{prefix}:{self.tenant}/{ident}"
 
 
-class Refusal(Exception):
-    """A publish request refused as a whole: an HTTP status and an error body."""
+class Refusal(CutoverError):
+    """A publish request refused as a whole: an HTTP status and an error body
+    (the API's own codes, such as `PAYLOAD_INVALID` with 422)."""
 
     def __init__(self, status: int, code: str, message: str, path: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, path=path)
         self.status = status
         self.code = code
-        self.message = message
-        self.path = path
 
     def answer(self) -> tuple[int, dict]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.path is not None:
-            error["path"] = self.path
-        return self.status, {"error": error}
+        return self.status, {"error": self.to_payload()}
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import HistoryExpired
+from gateway.errors import Conflict, HistoryExpired, StoreUnavailable
 from gateway.events import Cursor, StoredEvent, iso, new_id, utcnow
 from gateway.store._sqlite_schema import SCHEMA
 from gateway.store.base import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, Row, Store, Tx
@@ -623,6 +623,18 @@ class SqliteTx(Tx):
         )
 
 
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """sqlite3's errors as the gateway's: a constraint is a conflict, anything
+    else the database raises means the store cannot serve the request now."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        raise Conflict(f"the change conflicts with stored data: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise StoreUnavailable(f"the store cannot serve the request: {exc}") from exc
+
+
 class SqliteStore(Store):
     """The store in one SQLite file (WAL mode), one connection per thread."""
 
@@ -667,17 +679,18 @@ class SqliteStore(Store):
         conn = self._connection()
         if conn.in_transaction:
             raise RuntimeError("transactions do not nest")
-        conn.execute(f"BEGIN {mode}")
-        try:
-            yield SqliteTx(conn, self._clock, writable=writable)
-        except BaseException:
-            conn.rollback()
-            raise
-        else:
-            if writable:
-                conn.commit()
-            else:
+        with _mapped_errors():
+            conn.execute(f"BEGIN {mode}")
+            try:
+                yield SqliteTx(conn, self._clock, writable=writable)
+            except BaseException:
                 conn.rollback()
+                raise
+            else:
+                if writable:
+                    conn.commit()
+                else:
+                    conn.rollback()
 
     @contextmanager
     def transaction(self) -> Iterator[SqliteTx]:  # type: ignore[override]
