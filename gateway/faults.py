@@ -16,10 +16,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import attrs
+import trio
 
 from gateway.events import StoredEvent
+from gateway.ws.transport import Transport
 
-__all__ = ["FaultError", "Faults", "OmittingStore", "parse_faults"]
+__all__ = ["FaultError", "Faults", "FaultyTransport", "OmittingStore", "parse_faults"]
 
 UNREAD_KEYS = ("unreadCount", "totalUnread")
 
@@ -157,3 +159,26 @@ class OmittingStore:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+
+class FaultyTransport:
+    """A WebSocket transport that writes frames as the faults say (`drop_push`,
+    `delay_push_ms`, `skew_unread`); wrapped around the real one at the
+    handshake, never a branch inside it."""
+
+    def __init__(self, inner: Transport, faults: Faults) -> None:
+        self._inner = inner
+        self._faults = faults
+
+    async def receive(self) -> str:
+        return await self._inner.receive()
+
+    async def send(self, text: str) -> None:
+        if self._faults.delay_push_ms and '"seq":' in text:
+            await trio.sleep(self._faults.delay_push_ms / 1000)
+        rewritten = self._faults.rewrite_frame(text)
+        if rewritten is not None:
+            await self._inner.send(rewritten)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self._inner.close(code, reason)

@@ -29,6 +29,7 @@ from wsproto.utilities import generate_accept_token
 from contracts import CloseCode, encode_envelope
 from gateway.errors import BadRequest, CutoverError, Forbidden, RateLimited, Unauthorized
 from gateway.events import iso, new_id, utcnow
+from gateway.faults import FaultyTransport
 from gateway.store import run_store
 from gateway.ws.connection import Connection, WsSettings
 from gateway.ws.transport import Transport, TransportClosed
@@ -37,10 +38,9 @@ from ops import metrics
 
 if TYPE_CHECKING:
     from gateway.auth import Principal
-    from gateway.faults import Faults
     from gateway.runtime import Runtime
 
-__all__ = ["FaultyTransport", "UpgradeRequest", "WebSocketEndpoint", "is_websocket_target"]
+__all__ = ["UpgradeRequest", "WebSocketEndpoint", "is_websocket_target"]
 
 log = logging.getLogger("cutover.ws")
 
@@ -118,28 +118,6 @@ class UnsupportedWebSocketVersion(BadRequest):
 
 def _tokens(value: str) -> set[str]:
     return {token.strip().lower() for token in value.split(",")}
-
-
-class FaultyTransport:
-    """A transport that writes frames as the configured faults say (tests of the
-    parity gate); wrapped around the real one at start-up, never inside it."""
-
-    def __init__(self, inner: Transport, faults: Faults) -> None:
-        self._inner = inner
-        self._faults = faults
-
-    async def receive(self) -> str:
-        return await self._inner.receive()
-
-    async def send(self, text: str) -> None:
-        if self._faults.delay_push_ms and '"seq":' in text:
-            await trio.sleep(self._faults.delay_push_ms / 1000)
-        rewritten = self._faults.rewrite_frame(text)
-        if rewritten is not None:
-            await self._inner.send(rewritten)
-
-    async def close(self, code: int, reason: str = "") -> None:
-        await self._inner.close(code, reason)
 
 
 def _http_response(status: int, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
