@@ -119,8 +119,6 @@ class Settings:
             raise ConfigError("CUTOVER_FAULTS is set but --allow-faults is not: refusing to start")
         if not self.store.startswith(("sqlite:///", "mongodb://", "mongodb+srv://")):
             raise ConfigError(f"--store {self.store!r}: expected sqlite:///PATH or mongodb://...")
-        if self.store.startswith("mongodb"):
-            raise ConfigError("--store mongodb://: the MongoDB store is not built yet; use sqlite")
 
     def public_key_pem(self) -> str | None:
         if self.jwt_public_key is None:

@@ -30,5 +30,7 @@ def open_store(url: str) -> Store:
             raise ValueError(f"store URL {url!r}: expected sqlite:///PATH to a file")
         return SqliteStore(path)
     if url.startswith(("mongodb://", "mongodb+srv://")):
-        raise ValueError("the MongoDB store is not available in this build; use sqlite:///PATH")
+        from gateway.store.mongo import MongoStore  # pymongo only when it is used
+
+        return MongoStore.from_url(url)
     raise ValueError(f"unsupported store URL {url!r}: expected sqlite:///PATH")
