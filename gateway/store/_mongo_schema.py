@@ -16,7 +16,9 @@ __all__ = ["COLLECTIONS", "INDEXES"]
 
 
 def _index(name: str, *keys: tuple[str, int], unique: bool = False, **options) -> IndexModel:
-    return IndexModel(list(keys), name=name, unique=unique, **options)
+    if unique:
+        options["unique"] = True
+    return IndexModel(list(keys), name=name, **options)
 
 
 INDEXES: dict[str, list[IndexModel]] = {

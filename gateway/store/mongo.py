@@ -177,8 +177,11 @@ class MongoStore(Store):
                     except OperationFailure as exc:
                         if exc.code != NAMESPACE_EXISTS:
                             raise
-                if indexes:
-                    self._db[name].create_indexes(indexes)
+                # One create_index per index: mongomock's create_indexes drops
+                # partialFilterExpression (a server builds the same index either way).
+                for index in indexes:
+                    options = {k: v for k, v in index.document.items() if k != "key"}
+                    self._db[name].create_index(list(index.document["key"].items()), **options)
 
     # -- the transaction wrapper (the seam) -----------------------------------
 

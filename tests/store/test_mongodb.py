@@ -226,8 +226,12 @@ def test_indexes_are_made_at_start_and_again_harmlessly(mock_store):
     db = client["cutover"]
     assert set(INDEXES) <= set(db.list_collection_names())
     for collection, models in INDEXES.items():
-        names = set(db[collection].index_information())
-        assert {model.document["name"] for model in models} | {"_id_"} == names, collection
+        made = db[collection].index_information()
+        assert {model.document["name"] for model in models} | {"_id_"} == set(made), collection
+        for model in models:
+            wanted = {k: v for k, v in model.document.items() if k not in ("key", "name")}
+            index = made[model.document["name"]]
+            assert {k: index.get(k) for k in wanted} == wanted, (collection, index)
     ttl = db["connections"].index_information()["ttl"]
     assert ttl["expireAfterSeconds"] == 0 and list(ttl["key"]) == [("expire_on", 1)]
 
@@ -552,6 +556,23 @@ def test_driver_errors_become_gateway_errors():
     assert isinstance(refused, StoreUnavailable) and refused.status == 503
     assert "cutover" not in refused.message  # the driver's text stays in the cause
     assert is_transient(_conflict()) and not is_transient(AutoReconnect("x"))
+
+
+def test_client_message_ids_are_unique_per_sender_and_optional(mock_store):
+    def send(message_id: str, sender: str, client_id: str | None = None) -> None:
+        with mock_store.transaction() as tx:
+            row = {"id": message_id, "conversation_id": "c", "sender_id": sender, "body": "b"}
+            tx.insert_message({**row, "created_at": "t", "client_message_id": client_id})
+
+    send("m1", "alice")
+    send("m2", "alice")  # without a client id: any number
+    send("m3", "alice", "k")
+    send("m4", "bob", "k")  # the same client id from someone else
+    with pytest.raises(Conflict):
+        send("m5", "alice", "k")
+    with mock_store.snapshot() as tx:
+        assert [m["id"] for m in tx.list_messages("c", 10)] == ["m4", "m3", "m2", "m1"]
+        assert tx.find_message_by_client_id("alice", "k")["id"] == "m3"
 
 
 def test_a_duplicate_ticket_is_a_conflict(mock_store):
