@@ -25,6 +25,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from gateway.admission import Admission, Route, body_overflowed, credential_of
+from gateway.browser import install as install_browser_files
 from gateway.errors import BadRequest, CutoverError, PayloadTooLarge, RateLimited
 from gateway.events import iso
 from gateway.graphql import FairShare, PollingExecutor, QueryLimits, RequestContext
@@ -188,6 +189,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
         status, result = await runtime.publish_api(credential, body)
         return json_response(result, status)
 
+    # Browsers: the SDK.
+    install_browser_files(app, settings)
     return app
 
 
