@@ -25,6 +25,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from gateway.admission import Admission, Route, body_overflowed, credential_of
+from gateway.beacons import ParityBeacons
 from gateway.browser import install as install_browser_files
 from gateway.errors import BadRequest, CutoverError, PayloadTooLarge, RateLimited
 from gateway.events import iso
@@ -106,6 +107,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
             ("POST", "/graphql"): Route(settings.graphql_max_body_bytes, bearer),
             ("POST", "/realtime/tickets"): Route(settings.http_max_body_bytes, bearer),
             ("POST", "/realtime/events"): Route(settings.publish_max_body_bytes, publisher),
+            ("POST", "/realtime/parity"): Route(settings.http_max_body_bytes, bearer),
         },
         default_max_body_bytes=settings.http_max_body_bytes,
     )
@@ -189,7 +191,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
         status, result = await runtime.publish_api(credential, body)
         return json_response(result, status)
 
-    # Browsers: the SDK.
+    # Browsers: parity beacons and the SDK.
+    ParityBeacons.for_runtime(runtime).install(app, bearer)
     install_browser_files(app, settings)
     return app
 

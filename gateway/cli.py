@@ -23,6 +23,8 @@ FLAG_HELP = {
     "jwks_url": "JWKS URL for RS256/ES256",
     "jwt_algorithms": "comma list of accepted algorithms (pinned; default HS256)",
     "faults": "fault injection (needs --allow-faults), see the README",
+    "parity_sample_rate": "share of polls the browser SDK compares with push and reports (0.05)",
+    "parity_beacons_per_minute": "parity beacons a user may send per minute (6)",
     "slow_consumer_timeout_s": "a WebSocket write blocked this long resets the connection (5)",
     "ws_compression": "permessage-deflate for clients that offer it: off (default) or on",
     "workers": "serve with N processes on one port (N > 1 needs --redis-url)",

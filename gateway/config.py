@@ -42,6 +42,11 @@ def _not_negative(_instance: object, attribute: attrs.Attribute, value: float) -
         raise ValueError(f"{attribute.name} must be 0 or more, got {value}")
 
 
+def _fraction(_instance: object, attribute: attrs.Attribute, value: float) -> None:
+    if not 0 <= value <= 1:
+        raise ValueError(f"{attribute.name} must be from 0 to 1, got {value}")
+
+
 @attrs.define
 class Settings:
     """Everything a node is configured with."""
@@ -85,6 +90,10 @@ class Settings:
     faults: str | None = None
     allow_faults: bool = attrs.field(default=False, converter=_bool)
     demo: bool = attrs.field(default=False, converter=_bool)
+    # Browsers (gateway.beacons): the share of polls the SDK compares with push and
+    # reports (`POST /realtime/parity`, at most so many beacons a minute per user).
+    parity_sample_rate: float = attrs.field(default=0.05, converter=float, validator=_fraction)
+    parity_beacons_per_minute: int = attrs.field(default=6, converter=int, validator=_not_negative)
 
     # -- HTTP bodies and the cost of one GraphQL request (README, "Limits") --------
     graphql_max_body_bytes: int = attrs.field(default=131_072, converter=int, validator=_positive)

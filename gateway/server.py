@@ -24,6 +24,7 @@ from hypercorn.trio.lifespan import Lifespan
 from hypercorn.utils import wrap_app
 
 from gateway.app import create_app
+from gateway.beacons import announcement as beacon_announcement
 from gateway.config import Settings
 from gateway.front import Front
 from gateway.runtime import Runtime, run_runtime
@@ -63,6 +64,7 @@ def ws_settings(settings: Settings) -> WsSettings:
         actions_burst=settings.actions_burst,
         send_buffer_max_items=settings.send_buffer_items,
         slow_consumer_timeout_s=settings.slow_consumer_timeout_s,
+        parity=beacon_announcement(settings),
     )
 
 

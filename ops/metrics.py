@@ -15,6 +15,9 @@ __all__ = [
     "DISCONNECTS",
     "EVENTS_DELIVERED",
     "EVENTS_PUBLISHED",
+    "PARITY_BEACONS_REFUSED",
+    "PARITY_BEACON_LATENCY",
+    "PARITY_BEACON_SAMPLES",
     "POLL_REQUESTS",
     "PUBLISH_TO_DELIVER",
     "REGISTRY",
@@ -77,6 +80,28 @@ POLL_REQUESTS = Counter(
     "cutover_poll_requests",
     "GraphQL polling requests by domain of the fields asked for",
     ["domain"],
+    registry=REGISTRY,
+)
+
+# Parity beacons: browsers comparing their push-reduced state with a poll at the
+# same cursor (gateway.beacons).
+PARITY_BEACON_SAMPLES = Counter(
+    "cutover_parity_beacon_samples",
+    "Parity beacon samples accepted, by domain, stage and outcome (match, mismatch, unaligned)",
+    ["domain", "stage", "outcome"],
+    registry=REGISTRY,
+)
+PARITY_BEACONS_REFUSED = Counter(
+    "cutover_parity_beacons_refused",
+    "Parity beacons refused, by reason (bad_request, forbidden, conflict, rate_limited, ...)",
+    ["reason"],
+    registry=REGISTRY,
+)
+PARITY_BEACON_LATENCY = Histogram(
+    "cutover_parity_beacon_latency_seconds",
+    "Update-visible latency reported by browsers, from a change's commit to when each path showed it",
+    ["domain", "path"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     registry=REGISTRY,
 )
 

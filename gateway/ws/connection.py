@@ -73,6 +73,8 @@ class WsSettings:
     max_batch_bytes: int = 256 * 1024
     cleanup_timeout_s: float = 5.0
     flush_timeout_s: float = 2.0
+    # What the welcome tells browsers about parity beacons (gateway.beacons.announcement).
+    parity: dict | None = None
 
 
 class CloseConnection(Exception):
@@ -276,6 +278,8 @@ class Connection:
                 "actionsBurst": settings.actions_burst,
             },
         }
+        if settings.parity is not None:
+            payload["parity"] = settings.parity
         return self._envelope("session.welcome", payload, None)
 
     # -- tasks ---------------------------------------------------------------
