@@ -10,6 +10,11 @@ are checked before any body is read. Every error answers the contract's JSON
 shape `{"error": {"code", "message", "path"?}}`, 404, 405, 413 and 500
 included; `/graphql` answers GraphQL's own `{"errors": [...]}` for requests
 that reach the GraphQL executor.
+
+For browsers: `POST /realtime/parity` and `GET /realtime/parity` (parity
+beacons, `gateway.beacons`), `GET /client/cutover.js` and, with `--demo-page`,
+`GET /demo` (`gateway.browser`); `gateway.cors` answers preflights and adds
+`Access-Control-Allow-Origin` for the allowed origins.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from werkzeug.exceptions import HTTPException
 from gateway.admission import Admission, Route, body_overflowed, credential_of
 from gateway.beacons import ParityBeacons
 from gateway.browser import install as install_browser_files
+from gateway.cors import Cors
 from gateway.errors import BadRequest, CutoverError, PayloadTooLarge, RateLimited
 from gateway.events import iso
 from gateway.graphql import FairShare, PollingExecutor, QueryLimits, RequestContext
@@ -191,9 +197,11 @@ def create_app(runtime: Runtime) -> QuartTrio:
         status, result = await runtime.publish_api(credential, body)
         return json_response(result, status)
 
-    # Browsers: parity beacons and the SDK.
+    # Browsers: parity beacons, the SDK (and the demo page where enabled), and CORS
+    # for the endpoints a page on another origin calls.
     ParityBeacons.for_runtime(runtime).install(app, bearer)
     install_browser_files(app, settings)
+    app.asgi_app = Cors(app.asgi_app, settings.allowed_origins)  # type: ignore[method-assign]
     return app
 
 
