@@ -2,8 +2,8 @@
 
 Endpoints: `POST /graphql` (the polling path), `POST /realtime/tickets`,
 `POST /realtime/events` (the publish API), `GET /contracts/schema.json`,
-`GET /metrics`, `GET /healthz`, `GET /readyz`; `GET /ws` (the push path) is
-served by the front acceptor (`gateway.front`) before this app.
+`GET /metrics`, `GET /healthz`, `GET /readyz`, `GET /cluster/nodes`; `GET /ws`
+(the push path) is served by the front acceptor (`gateway.front`) before this app.
 
 `gateway.admission` sits in front of the app: credentials and body limits
 are checked before any body is read. Every error answers the contract's JSON
@@ -150,12 +150,22 @@ def create_app(runtime: Runtime) -> QuartTrio:
     async def readyz() -> Response:
         if runtime.draining:
             return json_response({"status": "draining"}, 503)
+        if not runtime.backplane_ready():
+            return json_response({"status": "backplane unavailable"}, 503)
         try:
             with trio.fail_after(2):
                 await run_store(runtime.store.stream_position, "readyz-probe")
         except (trio.TooSlowError, Exception) as exc:
             return json_response({"status": "store unavailable", "detail": str(exc)}, 503)
         return json_response({"status": "ready", "connections": len(runtime.hub)})
+
+    @app.get("/cluster/nodes")
+    async def cluster_nodes() -> Response:
+        """The live nodes and their connection counts (`cutover ops status`)."""
+        try:
+            return json_response(await runtime.cluster_nodes())
+        except (trio.TooSlowError, Exception) as exc:
+            return json_response({"status": "backplane unavailable", "detail": str(exc)}, 503)
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

@@ -1,8 +1,12 @@
-"""What the gateway serves to browsers: the SDK.
+"""What the gateway serves to browsers: the SDK and, where enabled, the demo page.
 
-`GET /client/cutover.js` (and `cutover.d.ts`): the browser SDK of
-`clients/js/`, one ES module any origin may import (a public static file:
-`Access-Control-Allow-Origin: *`), with an ETag so browsers revalidate.
+- `GET /client/cutover.js` (and `cutover.d.ts`): the browser SDK of
+  `clients/js/`, one ES module any origin may import (a public static file:
+  `Access-Control-Allow-Origin: *`), with an ETag so browsers revalidate.
+- `GET /demo` and its assets (`clients/js/demo/`), with `POST /demo/token`
+  minting short tokens for the demo users, only when `--demo-page` is on
+  (`cutover demo` turns it on) and the node signs with an HS256 secret;
+  elsewhere these paths answer 404 like any unknown one.
 
 The files are read from the source tree (`clients/js/`), once, at start-up.
 """
@@ -10,20 +14,23 @@ The files are read from the source tree (`clients/js/`), once, at start-up.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from quart import Response, request
 
-from gateway.errors import NotFound
+from gateway.errors import BadRequest, NotFound
 
 if TYPE_CHECKING:
     from gateway.config import Settings
 
-__all__ = ["CLIENT_DIR", "Asset", "install"]
+__all__ = ["CLIENT_DIR", "DEMO_TOKEN_MAX_TTL_S", "Asset", "install"]
 
 CLIENT_DIR = Path(__file__).resolve().parents[1] / "clients" / "js"
+DEMO_TOKEN_MIN_TTL_S = 5
+DEMO_TOKEN_MAX_TTL_S = 86_400
 
 TYPES = {
     ".js": "text/javascript; charset=utf-8",
@@ -66,7 +73,7 @@ def _assets(directory: Path, names: tuple[str, ...]) -> dict[str, Asset]:
 
 
 def install(app: Any, settings: Settings) -> None:
-    """Add the SDK's routes to `app`."""
+    """Add the SDK's routes, and the demo page's when it is enabled, to `app`."""
     sdk = _assets(CLIENT_DIR, ("cutover.js", "cutover.d.ts"))
 
     @app.get("/client/<name>")
@@ -75,3 +82,49 @@ def install(app: Any, settings: Settings) -> None:
         if asset is None:
             raise NotFound("no such client file (the SDK is clients/js/cutover.js)")
         return asset.response(public=True)
+
+    if not settings.demo_page:
+        return
+    demo = _assets(CLIENT_DIR / "demo", ("index.html", "demo.js", "demo.css"))
+
+    @app.get("/demo")
+    async def demo_page() -> Response:
+        return demo["index.html"].response()
+
+    @app.get("/demo/<name>")
+    async def demo_file(name: str) -> Response:
+        asset = demo.get(name)
+        if asset is None or name == "index.html":
+            raise NotFound("no such demo file")
+        return asset.response()
+
+    @app.post("/demo/token")
+    async def demo_token() -> Response:
+        from gateway.auth import mint_token
+        from gateway.demo import DEMO_USERS
+
+        if not settings.jwt_secret:
+            raise NotFound("demo tokens need an HS256 secret (--jwt-secret)")
+        try:
+            body = json.loads(await request.get_data() or b"{}")
+        except ValueError:
+            raise BadRequest("the body is a JSON object {user, ttlS?}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body is a JSON object {user, ttlS?}")
+        user = body.get("user")
+        if user not in DEMO_USERS:
+            raise BadRequest(f"user must be one of {', '.join(DEMO_USERS)}", path="user")
+        ttl = body.get("ttlS", 3600)
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool):
+            raise BadRequest("ttlS must be a number of seconds", path="ttlS")
+        ttl = min(max(float(ttl), DEMO_TOKEN_MIN_TTL_S), DEMO_TOKEN_MAX_TTL_S)
+        token = mint_token(
+            settings.jwt_secret,
+            user,
+            ttl_s=ttl,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            name=DEMO_USERS[user],
+        )
+        payload = {"token": token, "user": user, "name": DEMO_USERS[user], "ttlS": ttl}
+        return Response(json.dumps(payload), content_type="application/json")

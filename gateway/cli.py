@@ -29,6 +29,9 @@ FLAG_HELP = {
     "ws_compression": "permessage-deflate for clients that offer it: off (default) or on",
     "workers": "serve with N processes on one port (N > 1 needs --redis-url)",
     "reuse_port": "bind with SO_REUSEPORT, sharing the port with other processes",
+    "redis_url": "redis://HOST:PORT/DB: the backplane and cluster-wide state of many nodes",
+    "redis_lease_ttl_s": "seconds a node's lease in Redis outlives its last heartbeat (20)",
+    "redis_prefix": "the prefix of this cluster's Redis keys and channels (cutover:)",
 }
 BOOL_FLAGS = {"allow_query_token", "allow_faults", "reuse_port"}
 

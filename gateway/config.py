@@ -79,6 +79,11 @@ class Settings:
     grace_s: float = attrs.field(default=10, converter=float)
     node_id: str = attrs.field(factory=lambda: f"node-{os.getpid()}")
     redis_url: str | None = None
+    # A node's lease in Redis (presence, connection slots): refreshed every
+    # quarter of it; a node that stops refreshing is reaped once it expires.
+    redis_lease_ttl_s: float = attrs.field(default=20, converter=float, validator=_positive)
+    # Every key and channel of one cluster starts with it (pub/sub ignores the db number).
+    redis_prefix: str = "cutover:"
     # `--workers N`: N processes on one port (gateway.workers); each binds it
     # with SO_REUSEPORT (`reuse_port`), so the kernel spreads connections.
     workers: int = attrs.field(default=1, converter=int)
