@@ -85,6 +85,24 @@ class Runtime:
 
         return config
 
+    def backplane_ready(self) -> bool:
+        """False while a Redis backplane is disconnected (`/readyz` answers 503)."""
+        return self.backplane.ready
+
+    def advertise(self, urls: list[str]) -> None:
+        """The URLs this node serves on, as other nodes and operators see it."""
+        advertise = getattr(self.backplane, "advertise", None)
+        if advertise is not None and urls:
+            advertise(urls[0])
+
+    async def cluster_nodes(self) -> dict[str, Any]:
+        """Every live node and its connection count (`cutover ops status`)."""
+        nodes = getattr(self.backplane, "nodes", None)
+        if nodes is None:
+            here = {"id": self.settings.node_id, "connections": len(self.hub), "alive": True}
+            return {"backplane": "local", "node": self.settings.node_id, "nodes": [here]}
+        return {"backplane": "redis", "node": self.settings.node_id, "nodes": await nodes()}
+
     async def publish(self, outcome: Outcome) -> None:
         """Hand a committed outcome's events to the backplane."""
         events = tuple(event for event in outcome.events if event.seq > 0)
@@ -140,6 +158,20 @@ def _publish_api(runtime: Runtime):
     )
 
 
+def _backplane(settings: Settings) -> Backplane:
+    """Redis pub/sub between nodes with `--redis-url`, in-process without."""
+    if not settings.redis_url:
+        return LocalBackplane(node_id=settings.node_id)
+    from gateway.ws.redis_backplane import RedisBackplane
+
+    return RedisBackplane(
+        settings.redis_url,
+        node_id=settings.node_id,
+        prefix=settings.redis_prefix,
+        lease_ttl_s=settings.redis_lease_ttl_s,
+    )
+
+
 async def _retention_sweep(runtime: Runtime, every_s: float = 3600) -> None:
     settings = runtime.settings
     while True:
@@ -172,7 +204,7 @@ async def run_runtime(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORE
                 registry = RegistryWatcher([Path(p) for p in settings.registry])
                 await nursery.start(registry.run)
             domain = Domain(store)
-            backplane = LocalBackplane(node_id=settings.node_id)
+            backplane = _backplane(settings)
             hub = Hub(domain=domain, backplane=backplane, rollout=rollout, store=store)
             await nursery.start(hub.run)
             authenticator = Authenticator(_auth_config(settings))

@@ -137,6 +137,7 @@ async def serve_node(
         await lifespan.wait_for_startup()
         listeners = await _listeners(host, port, reuse_port=settings.reuse_port)
         binds = [_url(listener) for listener in listeners]
+        runtime.advertise(binds)
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
                 accepting.start_soon(

@@ -49,7 +49,9 @@ def _status(args: argparse.Namespace, out) -> int:
     with httpx.Client(base_url=args.url, timeout=10) as client:
         ready = client.get("/readyz")
         totals = _metrics(client.get("/metrics").text)
+        cluster = client.get("/cluster/nodes")
     print(f"readyz: {ready.status_code} {ready.json().get('status')}", file=out)
+    _print_nodes(cluster, out)
     for name in (
         "cutover_connections_active",
         "cutover_connects_total",
@@ -61,6 +63,27 @@ def _status(args: argparse.Namespace, out) -> int:
     ):
         print(f"{name:<40} {totals.get(name, 0):>12.0f}", file=out)
     return 0 if ready.status_code == 200 else 1
+
+
+def _print_nodes(response: httpx.Response, out) -> None:
+    """Every node of the cluster (with Redis) or this one, with its connections."""
+    if response.status_code == 404:
+        return  # a node from before `/cluster/nodes`
+    body = response.json()
+    if response.status_code != 200:
+        print(f"nodes: unknown ({body.get('status')}: {body.get('detail', '')})", file=out)
+        return
+    nodes = body["nodes"]
+    live = [node for node in nodes if node.get("alive")]
+    print(f"nodes: {len(live)} live ({body['backplane']} backplane)", file=out)
+    for node in nodes:
+        here = " (this node)" if node["id"] == body["node"] else ""
+        if node.get("alive"):
+            url = node.get("url") or "-"
+            count = node.get("connections", 0)
+            print(f"  {node['id']:<24} {url:<28} {count:>8} connections{here}", file=out)
+        else:
+            print(f"  {node['id']:<24} lease expired, being cleared{here}", file=out)
 
 
 def _notice(args: argparse.Namespace, out) -> int:

@@ -12,7 +12,7 @@ within seconds by the streams' store tailing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import trio
 
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from gateway.ws.hub import Hub
 
 __all__ = ["Backplane", "LocalBackplane"]
+
+MemberKind = Literal["user", "topic"]
 
 
 class Backplane(Protocol):
@@ -39,6 +41,36 @@ class Backplane(Protocol):
         """Deliver what arrives to `hub` until cancelled; `started()` once ready."""
         ...
 
+    # Many nodes (gateway.ws.redis_backplane): what the hub tells the backplane.
+
+    @property
+    def ready(self) -> bool:
+        """Whether events from other nodes reach this one (False: `/readyz` is 503)."""
+        ...
+
+    def follow(self, kind: MemberKind, key: str) -> None:
+        """A local user or topic gained its first member: its events must reach this node."""
+        ...
+
+    def unfollow(self, kind: MemberKind, key: str) -> None:
+        """A local user or topic lost its last member."""
+        ...
+
+    async def presence(self, user_id: str, status: str) -> str | None:
+        """This node's aggregate presence of a user changed to `status`: the status
+        the hub announces, or None when there is nothing to announce (the
+        cluster-wide aggregate did not change, or the backplane announced it)."""
+        ...
+
+    async def claim_slot(self, user_id: str, limit: int) -> bool:
+        """Whether the user's connections on every node (this node's as the hub
+        counts them, the one being admitted included) stay within `limit`."""
+        ...
+
+    def slot_released(self, user_id: str) -> None:
+        """One of the user's connections on this node ended."""
+        ...
+
 
 class LocalBackplane:
     """The in-process backplane of a single node."""
@@ -49,6 +81,25 @@ class LocalBackplane:
 
     def attach(self, hub: Hub) -> None:
         self._hub = hub
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def follow(self, kind: MemberKind, key: str) -> None:
+        """One node receives everything it publishes: nothing to subscribe to."""
+
+    def unfollow(self, kind: MemberKind, key: str) -> None:
+        pass
+
+    async def presence(self, user_id: str, status: str) -> str | None:
+        return status  # this node's aggregate is the user's
+
+    async def claim_slot(self, user_id: str, limit: int) -> bool:
+        return True  # the hub's per-node count is the user's
+
+    def slot_released(self, user_id: str) -> None:
+        pass
 
     async def publish(
         self, events: Sequence[StoredEvent], ephemeral: Sequence[Ephemeral] = ()

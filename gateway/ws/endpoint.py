@@ -245,7 +245,7 @@ class WebSocketEndpoint:
         if "ticket" in query:
             ticket = query["ticket"][0]
             principal = await run_store(runtime.tickets.inspect, ticket)
-            runtime.hub.claim_slot(principal.user_id, limit)
+            await runtime.hub.claim(principal.user_id, limit)
             try:
                 await run_store(runtime.tickets.redeem, ticket)
             except BaseException:
@@ -262,7 +262,7 @@ class WebSocketEndpoint:
             method = "query"
         else:
             raise Unauthorized("no credentials: use ?ticket=, a Bearer header or ?token=")
-        runtime.hub.claim_slot(principal.user_id, limit)
+        await runtime.hub.claim(principal.user_id, limit)
         return principal, method, version
 
 

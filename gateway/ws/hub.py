@@ -160,12 +160,28 @@ class Hub:
             raise RateLimited(f"more than {limit} connections for this user", retry_after_ms=5000)
         self._slots[user_id] = held + 1
 
+    async def claim(self, user_id: str, limit: int) -> None:
+        """`claim_slot`, then the same limit over every node (the backplane's count)."""
+        self.claim_slot(user_id, limit)
+        try:
+            granted = await self.backplane.claim_slot(user_id, limit)
+        except BaseException:
+            self.release_slot(user_id)
+            raise
+        if not granted:
+            self.release_slot(user_id)
+            raise RateLimited(
+                f"more than {limit} connections for this user across the cluster",
+                retry_after_ms=5000,
+            )
+
     def release_slot(self, user_id: str) -> None:
         held = self._slots.get(user_id, 0) - 1
         if held > 0:
             self._slots[user_id] = held
         else:
             self._slots.pop(user_id, None)
+        self.backplane.slot_released(user_id)
 
     def slots_held(self, user_id: str) -> int:
         return self._slots.get(user_id, 0)
@@ -182,6 +198,8 @@ class Hub:
         return not self._by_user and not self._by_topic and not self._presence
 
     def register(self, member: HubMember) -> None:
+        if member.user_id not in self._by_user:
+            self.backplane.follow("user", member.user_id)
         self._by_user.setdefault(member.user_id, set()).add(member)
         self._empty = trio.Event() if self._empty.is_set() else self._empty
         _metrics.CONNECTIONS_ACTIVE.inc()
@@ -196,11 +214,14 @@ class Hub:
         members.discard(member)
         if not members:
             del self._by_user[member.user_id]
+            self.backplane.unfollow("user", member.user_id)
         _metrics.CONNECTIONS_ACTIVE.dec()
         if not self._by_user:
             self._empty.set()
 
     def subscribe(self, member: HubMember, topic: str) -> None:
+        if topic not in self._by_topic:
+            self.backplane.follow("topic", topic)
         self._by_topic.setdefault(topic, set()).add(member)
         member.topics.add(topic)
 
@@ -212,6 +233,7 @@ class Hub:
         members.discard(member)
         if not members:
             del self._by_topic[topic]
+            self.backplane.unfollow("topic", topic)
 
     def revoke(self, user_id: str, topic: str) -> int:
         """A permission changed: drop `user_id`'s subscriptions to `topic` now."""
@@ -338,14 +360,21 @@ class Hub:
                     self._presence.pop(user_id, None)
                 else:
                     self._presence[user_id] = status
-                if self.domain is None:
-                    return
-                outcome = await self._run_presence(user_id, status)
-                if isinstance(outcome, Outcome):
-                    await self.publish(outcome)
+                # Many nodes: the backplane weighs the user's other nodes in.
+                announce = await self.backplane.presence(user_id, status)
+                if announce is not None:
+                    await self.announce_presence(user_id, announce)
         finally:
             if not lock.locked() and lock.statistics().tasks_waiting == 0:
                 self._presence_locks.pop(user_id, None)
+
+    async def announce_presence(self, user_id: str, status: PresenceStatus) -> None:
+        """Store `status` as the user's presence and publish it to its watchers."""
+        if self.domain is None:
+            return
+        outcome = await self._run_presence(user_id, status)
+        if isinstance(outcome, Outcome):
+            await self.publish(outcome)
 
     async def _run_presence(self, user_id: str, status: PresenceStatus) -> Any:
         if self._presence_runner is not None:
