@@ -23,6 +23,7 @@ FLAG_HELP = {
     "jwks_url": "JWKS URL for RS256/ES256",
     "jwt_algorithms": "comma list of accepted algorithms (pinned; default HS256)",
     "faults": "fault injection (needs --allow-faults), see the README",
+    "demo_page": "serve the demo page at /demo (on in `cutover demo`)",
     "parity_sample_rate": "share of polls the browser SDK compares with push and reports (0.05)",
     "parity_beacons_per_minute": "parity beacons a user may send per minute (6)",
     "slow_consumer_timeout_s": "a WebSocket write blocked this long resets the connection (5)",
@@ -33,7 +34,7 @@ FLAG_HELP = {
     "redis_lease_ttl_s": "seconds a node's lease in Redis outlives its last heartbeat (20)",
     "redis_prefix": "the prefix of this cluster's Redis keys and channels (cutover:)",
 }
-BOOL_FLAGS = {"allow_query_token", "allow_faults", "reuse_port"}
+BOOL_FLAGS = {"allow_query_token", "allow_faults", "reuse_port", "demo_page"}
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser, *, skip: Sequence[str] = ()) -> None:
@@ -86,8 +87,15 @@ def _cmd_token(args: argparse.Namespace) -> int:
     from gateway.auth import mint_token
 
     settings = _settings(args)
+    if args.demo_secret:
+        from gateway.demo import demo_secret
+
+        settings.jwt_secret = demo_secret()
     if not settings.jwt_secret:
-        raise ConfigError("cutover token needs --jwt-secret or CUTOVER_JWT_SECRET")
+        raise ConfigError(
+            "cutover token needs --jwt-secret or CUTOVER_JWT_SECRET "
+            "(or --demo: the secret of the node `cutover demo` runs)"
+        )
     scopes = [scope for scope in (args.scope or "").split(",") if scope]
     print(
         mint_token(
@@ -167,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--name")
     token.add_argument("--tenant")
     token.add_argument("--scope", help="comma list of extra scopes, e.g. publish")
+    token.add_argument(
+        "--demo",
+        dest="demo_secret",
+        action="store_true",
+        help="sign with the demo's secret (var/cutover-demo.secret, kept by `cutover demo`)",
+    )
     _add_settings_flags(token, skip=("demo",))
     token.set_defaults(handler=_cmd_token)
 

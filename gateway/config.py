@@ -95,8 +95,10 @@ class Settings:
     faults: str | None = None
     allow_faults: bool = attrs.field(default=False, converter=_bool)
     demo: bool = attrs.field(default=False, converter=_bool)
-    # Browsers (gateway.beacons): the share of polls the SDK compares with push and
+    # Browsers (gateway.browser, gateway.beacons): the demo page at /demo (on in
+    # `cutover demo`), and the share of polls the SDK compares with push and
     # reports (`POST /realtime/parity`, at most so many beacons a minute per user).
+    demo_page: bool = attrs.field(default=False, converter=_bool)
     parity_sample_rate: float = attrs.field(default=0.05, converter=float, validator=_fraction)
     parity_beacons_per_minute: int = attrs.field(default=6, converter=int, validator=_not_negative)
 
