@@ -126,6 +126,10 @@ class Settings:
                 f"--workers {self.workers} needs --redis-url (CUTOVER_REDIS_URL): without "
                 "Redis, an event committed by one worker never reaches another's connections"
             )
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(
+                f"--redis-url {self.redis_url!r}: expected redis://HOST:PORT/DB, rediss:// or unix://"
+            )
         if not (self.jwt_secret or self.jwt_public_key or self.jwks_url) and not self.demo:
             raise ConfigError(
                 "no JWT verification key: set --jwt-secret (CUTOVER_JWT_SECRET), "

@@ -400,8 +400,8 @@ class RedisBackplane:
                 with trio.move_on_after(min(3.0, self.command_timeout_s)):
                     try:
                         await self.cluster.leave(hub)
-                    except Exception:
-                        log.warning("leaving the cluster cleanly failed", exc_info=True)
+                    except Exception as exc:
+                        log.warning("leaving the cluster cleanly failed (%s)", _brief(exc))
 
     def _set_ready(self, ready: bool) -> None:
         if ready != self._ready:
@@ -547,12 +547,16 @@ class RedisBackplane:
         """Refresh the lease; a lapsed one means this node's state may have been
         reaped, so it is written again."""
         assert self.cluster is not None
+        failing = False
         while True:
             try:
                 if await self.cluster.heartbeat(hub, self.advertised_url):
                     self._resync.set()
+                failing = False
             except Exception as exc:
-                log.warning("refreshing this node's lease failed (%s)", _brief(exc))
+                level = logging.DEBUG if failing else logging.WARNING
+                log.log(level, "refreshing this node's lease failed (%s)", _brief(exc))
+                failing = True
             with trio.move_on_after(self.heartbeat_s):
                 await self._beat_now.wait()
             self._beat_now = trio.Event()

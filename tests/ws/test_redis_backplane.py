@@ -122,6 +122,14 @@ def test_interest_counts_tenant_and_everyone_channels_by_their_users():
     assert interest.user_of("p:user:acme/a") == "acme/a" and interest.user_of("p:tenant:x") is None
 
 
+def test_a_redis_url_that_is_not_redis_is_refused_at_start():
+    from gateway.config import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="--redis-url 'http://cache:6379'"):
+        Settings(jwt_secret="s" * 32, redis_url="http://cache:6379").check()
+    Settings(jwt_secret="s" * 32, redis_url="redis://cache:6379/0").check()
+
+
 def test_messages_round_trip():
     from gateway.events import StoredEvent
 
