@@ -7,7 +7,7 @@ BIN     = $(VENV)/bin
 
 NODE_CLIENTS = tests/e2e/node
 
-.PHONY: setup demo test lint bench clean node-clients
+.PHONY: setup demo test lint bench clean node-clients system-packages
 
 $(BIN)/cutover: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,15 @@ $(NODE_CLIENTS)/node_modules/.package-lock.json: $(NODE_CLIENTS)/package-lock.js
 
 node-clients: $(NODE_CLIENTS)/node_modules/.package-lock.json
 
-test: lint node-clients
+# Debian packages the tests drive: nginx in front of a cluster (the chaos
+# tests). Installed once, without starting the service.
+/usr/sbin/nginx:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq nginx
+
+system-packages: /usr/sbin/nginx
+
+test: lint node-clients system-packages
 	$(BIN)/pytest -q
 
 clean:

@@ -24,10 +24,12 @@ hand-off.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Event
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState
@@ -73,6 +75,24 @@ class PrefixedStream(trio.abc.HalfCloseableStream):
         await self._stream.aclose()
 
 
+class _ConnectionServer(TCPServer):
+    """Hypercorn's connection server, with its protocol's events handled whole.
+
+    Hypercorn's protocol reports `Updated` (restart the keep-alive timer) and
+    `Closed` (send_eof, then aclose) from the task that finished a response,
+    which may already be cancelled: a checkpoint inside would raise there and
+    skip the rest, leaving an idle connection without its timer or a closed
+    one with its socket open, until the client hangs up (behind a proxy's
+    keep-alive pool: until the shutdown grace ends). Shielded, each event is
+    handled whole; each is quick (a `RawData` write is already shielded by
+    Hypercorn itself).
+    """
+
+    async def protocol_send(self, event: Event) -> None:
+        with trio.CancelScope(shield=True):
+            await super().protocol_send(event)
+
+
 class Front:
     """Routes accepted connections; `handle` is the `trio.serve_listeners` handler."""
 
@@ -90,6 +110,7 @@ class Front:
         self.websocket = websocket
         self._state = lifespan_state if lifespan_state is not None else {}
         self._streams: dict[trio.SocketStream, trio.CancelScope] = {}
+        self._kinds: dict[trio.SocketStream, str] = {}
         self._idle = trio.Event()
         self._idle.set()
 
@@ -104,6 +125,7 @@ class Front:
                 await self._route(stream)
         finally:
             self._streams.pop(stream, None)
+            self._kinds.pop(stream, None)
             if not self._streams:
                 self._idle.set()
             with trio.CancelScope(shield=True):
@@ -119,6 +141,7 @@ class Front:
                 data = await self._read_until(stream, b"\r\n", b"")
                 parts = data.split(b" ", 2)
                 if len(parts) == 3 and parts[0] == b"GET" and is_websocket_target(parts[1]):
+                    self._kinds[stream] = "websocket"
                     data = await self._read_until(stream, b"\r\n\r\n", data)
                     if b"\r\n\r\n" in data:
                         await self.websocket(stream, data)
@@ -127,7 +150,8 @@ class Front:
                 return
         if not data:
             return  # the client sent nothing in time, or went away
-        server = TCPServer(
+        self._kinds[stream] = "http"
+        server = _ConnectionServer(
             self.app,
             self.config,
             self.context,
@@ -159,7 +183,12 @@ class Front:
             await self._idle.wait()
         left = len(self._streams)
         if left:
-            log.warning("%d connections still open at the shutdown deadline: closing them", left)
+            kinds = Counter(self._kinds.get(stream, "unrouted") for stream in self._streams)
+            log.warning(
+                "%d connections still open at the shutdown deadline (%s): closing them",
+                left,
+                ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())),
+            )
             for stream, scope in list(self._streams.items()):
                 scope.cancel()
                 stream.socket.close()  # wakes any task blocked on it, shielded or not

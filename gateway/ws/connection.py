@@ -105,8 +105,12 @@ class Connection:
         runner: Runner | None = None,
         viewer_factory: ViewerFactory | None = None,
         topic_authorizer: TopicAuthorizer | None = None,
+        resume_from: Cursor | None = None,
     ) -> None:
         self.id = new_id("conn")
+        # A resume asked for in the handshake (`/ws?epoch=E&lastSeq=N`): replayed
+        # before any live event, so the client never sees one out of order.
+        self.resume_from = resume_from
         self.transport = transport
         self.principal = principal
         self.user_id: str = principal.user_id
@@ -176,6 +180,8 @@ class Connection:
             stream.epoch = position.epoch
             stream.last_sent = max(stream.last_sent, position.seq)
             self.buffer.put_durable(self._welcome(position))
+            if self.resume_from is not None:
+                await stream.request_resume(self.resume_from.epoch, self.resume_from.seq, None)
             await self.hub.presence_changed(self.user_id)
             close = await self._run_tasks(stream)
         except CloseConnection as exc:

@@ -28,7 +28,7 @@ from wsproto.utilities import generate_accept_token
 
 from contracts import CloseCode, encode_envelope
 from gateway.errors import BadRequest, CutoverError, Forbidden, RateLimited, Unauthorized
-from gateway.events import iso, new_id, utcnow
+from gateway.events import Cursor, iso, new_id, utcnow
 from gateway.faults import FaultyTransport
 from gateway.store import run_store
 from gateway.ws.connection import Connection, WsSettings
@@ -105,6 +105,22 @@ class UpgradeRequest:
             valid = False
         if not valid:
             raise BadRequest("Sec-WebSocket-Key is missing or malformed")
+        query = self.query
+        if "lastSeq" in query or "epoch" in query:
+            last_seq = query.get("lastSeq", [""])[0]
+            if not query.get("epoch", [""])[0] or not last_seq.isdigit():
+                raise BadRequest(
+                    "resume in the handshake needs epoch and a lastSeq of 0 or more",
+                    path="lastSeq",
+                )
+
+    @property
+    def resume_from(self) -> Cursor | None:
+        """`?epoch=E&lastSeq=N`: resume in the handshake (checked by `_check`)."""
+        query = self.query
+        if "lastSeq" not in query:
+            return None
+        return Cursor(query.get("epoch", [""])[0], int(query["lastSeq"][0]))
 
     @property
     def extension_offers(self) -> list[str]:
@@ -190,6 +206,7 @@ class WebSocketEndpoint:
         method: str,
         version: str,
     ) -> None:
+        resume_from = request.resume_from
         negotiated = negotiate_deflate(request.extension_offers, self.wire)
         accept = generate_accept_token(request.headers["sec-websocket-key"].strip().encode())
         headers = [
@@ -227,6 +244,7 @@ class WebSocketEndpoint:
             node_id=runtime.settings.node_id,
             viewer_factory=runtime.viewer,
             topic_authorizer=runtime.topics,
+            resume_from=resume_from,
         )
         await connection.serve()
 

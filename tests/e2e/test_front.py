@@ -26,20 +26,23 @@ def _raw(server) -> socket.socket:
     return sock
 
 
-def _read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    data = b""
+def _read_response(sock: socket.socket, pending: bytearray | None = None):
+    """One response: (status, headers, body); bytes read beyond it stay in `pending`."""
+    data = pending if pending is not None else bytearray()
     while b"\r\n\r\n" not in data:
         chunk = sock.recv(65536)
-        assert chunk, data
+        assert chunk, bytes(data)
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin1").split("\r\n")
+    end = data.index(b"\r\n\r\n")
+    lines = data[:end].decode("latin1").split("\r\n")
     status = int(lines[0].split(" ")[1])
     headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
     length = int(headers.get("content-length", "0"))
-    while len(body) < length:
-        body += sock.recv(65536)
-    return status, headers, body[:length]
+    while len(data) < end + 4 + length:
+        data += sock.recv(65536)
+    body = bytes(data[end + 4 : end + 4 + length])
+    del data[: end + 4 + length]
+    return status, headers, body
 
 
 def test_keep_alive_http_and_websockets_share_the_port(server):
@@ -66,7 +69,8 @@ def test_pipelined_requests_are_answered_in_order(server):
             b"GET /nothing-here HTTP/1.1\r\nHost: x\r\n\r\n"
             b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
         )
-        statuses = [_read_response(sock)[0] for _ in range(3)]
+        pending = bytearray()
+        statuses = [_read_response(sock, pending)[0] for _ in range(3)]
     assert statuses == [200, 404, 200]
 
 
@@ -111,3 +115,59 @@ def test_refused_handshakes_answer_json_and_close(server, request_text, status, 
         assert headers["sec-websocket-version"] == "13"
     if status == 401:
         assert headers["www-authenticate"] == "Bearer"
+
+
+def _notify(server, user: str, text: str) -> None:
+    admin = server.token("fr-admin", admin=True)
+    response = httpx.post(
+        f"{server.url}/graphql",
+        json={
+            "query": "mutation($u: ID!, $t: String!) { createNotification(userId: $u, "
+            'kind: "test", text: $t) { id } }',
+            "variables": {"u": user, "t": text},
+        },
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=10,
+    )
+    assert response.status_code == 200 and "errors" not in response.json(), response.text
+
+
+def test_resume_in_the_handshake_replays_before_any_live_event(server):
+    user = "fr-resumer"
+    token = server.token(user)
+    headers = {"Authorization": f"Bearer {token}"}
+    with connect(server.ws_url, additional_headers=headers) as ws:
+        welcome = json.loads(ws.recv(timeout=10))
+    epoch, start = welcome["payload"]["epoch"], welcome["payload"]["seq"]
+    for n in range(5):
+        _notify(server, user, f"missed {n}")
+    url = f"{server.ws_url}?epoch={epoch}&lastSeq={start}"
+    seqs, kinds = [], []
+    with connect(url, additional_headers=headers) as ws:
+        while "session.resumed" not in kinds:
+            for line in ws.recv(timeout=10).split("\n"):
+                envelope = json.loads(line)
+                kinds.append(envelope["type"])
+                if envelope.get("seq") is not None:
+                    seqs.append(envelope["seq"])
+        _notify(server, user, "live")
+        while len(seqs) < 6:
+            for line in ws.recv(timeout=10).split("\n"):
+                envelope = json.loads(line)
+                if envelope.get("seq") is not None:
+                    seqs.append(envelope["seq"])
+    assert kinds[0] == "session.welcome"
+    assert seqs == list(range(start + 1, start + 7))  # the replay, then live, each once
+
+
+def test_a_malformed_handshake_resume_is_refused_before_the_upgrade(server):
+    token = server.token("fr-badresume")
+    with _raw(server) as sock:
+        sock.sendall(
+            UPGRADE.format(
+                query="?epoch=e1&lastSeq=-3", version=13, extra=f"Authorization: Bearer {token}\r\n"
+            ).encode()
+        )
+        status, _headers, body = _read_response(sock)
+    assert status == 400
+    assert json.loads(body)["error"]["path"] == "lastSeq"
