@@ -149,6 +149,23 @@ def _cmd_ops(args: argparse.Namespace) -> int:
     return run_ops(args)
 
 
+def _cmd_store(args: argparse.Namespace) -> int:
+    import os
+
+    from gateway.errors import CutoverError
+    from gateway.store import migrate_store
+
+    url = args.store or os.environ.get("CUTOVER_STORE")
+    if not url:
+        raise ConfigError("cutover store migrate needs --store URL or CUTOVER_STORE")
+    try:
+        print(migrate_store(url))
+    except (CutoverError, ValueError) as exc:
+        print(f"cutover: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ops.bench import run_bench
 
@@ -204,6 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ops_arguments(ops_cmd)
     ops_cmd.set_defaults(handler=_cmd_ops)
+
+    store_cmd = commands.add_parser("store", help="the store: apply schema migrations")
+    store_sub = store_cmd.add_subparsers(dest="store_command", required=True)
+    migrate = store_sub.add_parser("migrate", help="apply the migrations the store lacks")
+    migrate.add_argument("--store", help="the store URL [CUTOVER_STORE]")
+    store_cmd.set_defaults(handler=_cmd_store)
 
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     from ops.bench import add_bench_arguments

@@ -137,8 +137,13 @@ class Settings:
             )
         if self.faults and not self.allow_faults:
             raise ConfigError("CUTOVER_FAULTS is set but --allow-faults is not: refusing to start")
-        if not self.store.startswith(("sqlite:///", "mongodb://", "mongodb+srv://")):
-            raise ConfigError(f"--store {self.store!r}: expected sqlite:///PATH or mongodb://...")
+        if not self.store.startswith(
+            ("sqlite:///", "postgresql://", "postgres://", "mongodb://", "mongodb+srv://")
+        ):
+            raise ConfigError(
+                f"--store {self.store!r}: expected sqlite:///PATH, postgresql://USER@HOST/DB"
+                " or mongodb://..."
+            )
 
     def public_key_pem(self) -> str | None:
         if self.jwt_public_key is None:

@@ -1,4 +1,5 @@
-"""A domain over a real SQLite store with a clock that ticks one millisecond per reading."""
+"""A domain over a real store, SQLite and PostgreSQL in turn, with a clock that ticks
+one millisecond per reading."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from gateway.domain import Domain, Viewer
 from gateway.store import SqliteStore, Store
+from tests.store._postgres import drop_schemas, postgresql_store
 
 
 class TickingClock:
@@ -27,11 +29,15 @@ def clock() -> TickingClock:
     return TickingClock()
 
 
-@pytest.fixture
-def store(tmp_path, clock) -> Iterator[Store]:
-    store = SqliteStore(tmp_path / "domain.db", clock=clock)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path, clock) -> Iterator[Store]:
+    if request.param == "postgresql":
+        store = postgresql_store(tmp_path, clock)
+    else:
+        store = SqliteStore(tmp_path / "domain.db", clock=clock)
     yield store
     store.close()
+    drop_schemas()
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 from gateway.store import SqliteStore, Store
 from tests.store._mongodb import drop_databases, mongodb_store
 from tests.store._mongodb import limits as mongodb_limits
+from tests.store._postgres import drop_schemas, postgresql_store
 
 
 class ManualClock:
@@ -29,7 +30,7 @@ def _sqlite(tmp_path, clock: Callable[[], dt.datetime]) -> Store:
     return SqliteStore(tmp_path / "store.db", clock=clock)
 
 
-IMPLEMENTATIONS = {"sqlite": _sqlite}
+IMPLEMENTATIONS = {"sqlite": _sqlite, "postgresql": postgresql_store}
 IMPLEMENTATIONS["mongodb"] = mongodb_store
 
 # Contract tests an implementation is expected to fail where the suite runs
@@ -44,6 +45,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         reason = EXPECTED_FAILURES.get(implementation, {}).get(item.originalname)
         if reason:
             item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+
+
+@pytest.fixture(autouse=True)
+def _drop_postgresql_schemas() -> Iterator[None]:
+    """Each test's PostgreSQL schema goes once its stores are closed."""
+    yield
+    drop_schemas()
 
 
 @pytest.fixture(autouse=True)
