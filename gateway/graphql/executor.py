@@ -36,7 +36,7 @@ from graphql import (
 )
 from graphql.execution.values import get_variable_values
 
-from gateway.errors import CutoverError
+from gateway.errors import CutoverError, StoreUnavailable
 from gateway.graphql.cache import DocumentCache
 from gateway.graphql.limits import QueryLimits, limit_error
 from gateway.graphql.schema import FIELD_DOMAINS, RequestContext, polling_schema
@@ -218,6 +218,8 @@ class PollingExecutor:
         if result.errors:
             response["errors"] = [_format_error(error) for error in result.errors]
         response["data"] = result.data
+        if any(isinstance(error.original_error, StoreUnavailable) for error in result.errors or ()):
+            return 503, response  # the store, not the request: retrying later may work
         return 200, response
 
     @staticmethod
