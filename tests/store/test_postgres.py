@@ -304,21 +304,25 @@ def test_an_unreachable_database_is_store_unavailable():
 
 
 def _terminate(store: PostgresStore) -> int:
-    """End the server side of every connection of `store`'s schema, as a restart does."""
-    name = f"cutover-{store.schema}"
+    """End the server side of every connection `store` has, as a restart does."""
+    store._pool.wait(timeout=10)  # the pool's first connections are all made
     with admin() as conn:
-        ended = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name = %s",
-            (name,),
-        ).fetchone()[0]
+        pids = [
+            pid
+            for pid, ended in conn.execute(
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = %s",
+                (f"cutover-{store.schema}",),
+            )
+            if ended
+        ]
         deadline = time.monotonic() + 10
         while conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (pids,)
         ).fetchone()[0]:
             assert time.monotonic() < deadline, "terminated backends did not exit"
             time.sleep(0.01)
-    return ended
+    return len(pids)
 
 
 def test_connections_the_server_closed_are_replaced(nodes):
