@@ -120,11 +120,12 @@ def _looks_dead(conn: psycopg.Connection) -> bool:
     """True when an idle connection was closed by the server (it has data or EOF waiting)."""
     if conn.closed or conn.broken:
         return True
+    poller = select.poll()  # not select(): a busy node's descriptors pass FD_SETSIZE
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        poller.register(conn.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
     except (OSError, ValueError):
         return True
-    return bool(readable)
 
 
 def _open_direct(conninfo: str, url: str) -> psycopg.Connection:

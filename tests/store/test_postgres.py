@@ -9,6 +9,8 @@ against PostgreSQL as well.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import resource
 import subprocess
 import sys
 import threading
@@ -333,6 +335,27 @@ def test_connections_the_server_closed_are_replaced(nodes):
     assert store.stream_position("u").seq == 1
     with store.transaction() as tx:
         assert tx.append_event("u", "t.x.y", {}).seq == 2
+
+
+def test_connections_numbered_past_fd_setsize_are_used(nodes):
+    """A node with thousands of sockets open still uses (and checks) its connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1200
+    if soft < wanted + 100:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, wanted + 200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(wanted)]
+    try:
+        store = nodes(pool_size=2)
+        store._pool.wait(timeout=10)
+        with store.transaction() as tx:
+            assert tx.append_event("u", "t.x.y", {}).seq == 1
+        assert max(conn.fileno() for conn in store._pool._pool) > 1024
+        _terminate(store)
+        assert store.stream_position("u").seq == 1
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_connection_lost_inside_a_transaction_is_store_unavailable(nodes):
