@@ -32,6 +32,14 @@ def _bool(value: str | bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _window(value: str | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """`LOW,HIGH` milliseconds (the spread of `system.reconnect` delays)."""
+    parts = [int(part) for part in (value.split(",") if isinstance(value, str) else value)]
+    if len(parts) != 2 or not 0 <= parts[0] < parts[1]:
+        raise ValueError(f"expected LOW,HIGH milliseconds with LOW < HIGH, got {value!r}")
+    return parts[0], parts[1]
+
+
 def _positive(_instance: object, attribute: attrs.Attribute, value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be greater than 0, got {value}")
@@ -69,10 +77,33 @@ class Settings:
     actions_per_second: int = attrs.field(default=20, converter=int)
     actions_burst: int = attrs.field(default=40, converter=int)
     send_buffer_items: int = attrs.field(default=1024, converter=int)
+    send_buffer_bytes: int = attrs.field(default=1 << 20, converter=int, validator=_positive)
     # The push path's socket (gateway.ws.wire): a write blocked past the
     # slow-consumer timeout resets the connection; compression is per message.
     slow_consumer_timeout_s: float = attrs.field(default=5, converter=float)
     ws_compression: str = attrs.field(default="off", validator=attrs.validators.in_(("off", "on")))
+    # -- the push path's sessions, sockets and front acceptor (README, "Limits") ----
+    ws_window_bits: int = attrs.field(
+        default=12, converter=int, validator=attrs.validators.in_(range(9, 16))
+    )
+    ws_memory_level: int = attrs.field(
+        default=5, converter=int, validator=attrs.validators.in_(range(1, 10))
+    )
+    ws_close_timeout_s: float = attrs.field(default=2.0, converter=float, validator=_positive)
+    typing_timeout_s: float = attrs.field(default=6.0, converter=float, validator=_positive)
+    max_subscriptions: int = attrs.field(default=256, converter=int, validator=_positive)
+    max_typing: int = attrs.field(default=32, converter=int, validator=_positive)
+    max_protocol_violations: int = attrs.field(default=10, converter=int, validator=_positive)
+    abuse_max_refusals: int = attrs.field(default=100, converter=int, validator=_positive)
+    abuse_window_s: float = attrs.field(default=10.0, converter=float, validator=_positive)
+    tail_interval_s: float = attrs.field(default=5.0, converter=float, validator=_positive)
+    stream_inbox_size: int = attrs.field(default=256, converter=int, validator=_positive)
+    max_batch_bytes: int = attrs.field(default=256 * 1024, converter=int, validator=_positive)
+    cleanup_timeout_s: float = attrs.field(default=5.0, converter=float, validator=_positive)
+    flush_timeout_s: float = attrs.field(default=2.0, converter=float, validator=_positive)
+    reconnect_window_ms: tuple[int, int] = attrs.field(default=(1_000, 30_000), converter=_window)
+    head_timeout_s: float = attrs.field(default=10.0, converter=float, validator=_positive)
+    max_head_bytes: int = attrs.field(default=16_384, converter=int, validator=_positive)
     ticket_ttl_s: float = attrs.field(default=30, converter=float)
     retention_days: float = attrs.field(default=7, converter=float)
     retention_count: int = attrs.field(default=10_000, converter=int)
@@ -90,7 +121,6 @@ class Settings:
     reuse_port: bool = attrs.field(default=False, converter=_bool)
     registry: tuple[str, ...] = attrs.field(default=(), converter=_csv)
     publish_api_keys: tuple[str, ...] = attrs.field(default=(), converter=_csv)
-    topic_callback_url: str | None = None
     websocket_url: str | None = None  # what realtimeConfig tells clients; default from Host
     faults: str | None = None
     allow_faults: bool = attrs.field(default=False, converter=_bool)

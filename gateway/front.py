@@ -1,7 +1,7 @@
 """The front acceptor: one public port, WebSocket upgrades to our own transport,
 everything else to Hypercorn.
 
-Each accepted TCP connection is read up to the end of its request line. A
+Each accepted TCP connection is read up to the end of its request line (`--head-timeout-s`, `--max-head-bytes`). A
 `GET /ws` request has its head read whole and goes to
 `gateway.ws.endpoint.WebSocketEndpoint` with the raw stream, so the push path
 owns its socket (compression, write deadlines, resets). Any other connection
@@ -40,8 +40,6 @@ __all__ = ["Front", "PrefixedStream"]
 
 log = logging.getLogger("cutover.front")
 
-MAX_HEAD_BYTES = 16_384
-HEAD_TIMEOUT_S = 10.0
 RECEIVE_BYTES = 65_536
 
 WebSocketHandler = Callable[[trio.SocketStream, bytes], Awaitable[None]]
@@ -103,7 +101,11 @@ class Front:
         websocket: WebSocketHandler,
         *,
         lifespan_state: dict | None = None,
+        head_timeout_s: float = 10.0,
+        max_head_bytes: int = 16_384,
     ) -> None:
+        self.head_timeout_s = head_timeout_s
+        self.max_head_bytes = max_head_bytes
         self.app = app
         self.config = config
         self.context = WorkerContext(None)
@@ -136,18 +138,23 @@ class Front:
 
     async def _route(self, stream: trio.SocketStream) -> None:
         data = b""
-        with trio.move_on_after(HEAD_TIMEOUT_S):
+        upgrade = False
+        with trio.move_on_after(self.head_timeout_s):
             try:
                 data = await self._read_until(stream, b"\r\n", b"")
                 parts = data.split(b" ", 2)
                 if len(parts) == 3 and parts[0] == b"GET" and is_websocket_target(parts[1]):
                     self._kinds[stream] = "websocket"
+                    upgrade = True
                     data = await self._read_until(stream, b"\r\n\r\n", data)
-                    if b"\r\n\r\n" in data:
-                        await self.websocket(stream, data)
-                    return
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return
+        if upgrade:
+            # Only the head is read under the head timeout; the session runs outside
+            # it, for as long as it lasts (its own timers end it).
+            if b"\r\n\r\n" in data:
+                await self.websocket(stream, data)
+            return
         if not data:
             return  # the client sent nothing in time, or went away
         self._kinds[stream] = "http"
@@ -160,10 +167,9 @@ class Front:
         )
         await server.run()
 
-    @staticmethod
-    async def _read_until(stream: trio.SocketStream, marker: bytes, data: bytes) -> bytes:
+    async def _read_until(self, stream: trio.SocketStream, marker: bytes, data: bytes) -> bytes:
         """Read until `marker` arrives (or the peer stops, or the head is too long)."""
-        while marker not in data and len(data) < MAX_HEAD_BYTES:
+        while marker not in data and len(data) < self.max_head_bytes:
             chunk = await stream.receive_some(RECEIVE_BYTES)
             if not chunk:
                 break

@@ -205,7 +205,14 @@ async def run_runtime(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORE
                 await nursery.start(registry.run)
             domain = Domain(store)
             backplane = _backplane(settings)
-            hub = Hub(domain=domain, backplane=backplane, rollout=rollout, store=store)
+            hub = Hub(
+                domain=domain,
+                backplane=backplane,
+                rollout=rollout,
+                store=store,
+                tail_interval_s=settings.tail_interval_s,
+                reconnect_window_ms=settings.reconnect_window_ms,
+            )
             await nursery.start(hub.run)
             authenticator = Authenticator(_auth_config(settings))
             runtime = Runtime(

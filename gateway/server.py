@@ -48,24 +48,11 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
 
 
 def wire_settings(settings: Settings) -> WireSettings:
-    return WireSettings(
-        compression=settings.ws_compression,  # type: ignore[arg-type]
-        max_message_bytes=settings.max_frame_bytes,
-        send_timeout_s=settings.slow_consumer_timeout_s,
-    )
+    return WireSettings.from_settings(settings)
 
 
 def ws_settings(settings: Settings) -> WsSettings:
-    return WsSettings(
-        heartbeat_interval_ms=settings.heartbeat_interval_ms,
-        idle_timeout_ms=settings.idle_timeout_ms,
-        max_frame_bytes=settings.max_frame_bytes,
-        actions_per_second=settings.actions_per_second,
-        actions_burst=settings.actions_burst,
-        send_buffer_max_items=settings.send_buffer_items,
-        slow_consumer_timeout_s=settings.slow_consumer_timeout_s,
-        parity=beacon_announcement(settings),
-    )
+    return WsSettings.from_settings(settings, parity=beacon_announcement(settings))
 
 
 def split_bind(bind: str) -> tuple[str | None, int]:
@@ -129,7 +116,14 @@ async def serve_node(
     app = wrap_app(create_app(runtime), config.wsgi_max_body_size, "asgi")
     endpoint = WebSocketEndpoint(runtime, wire_settings(settings), ws_settings(settings))
     lifespan_state: dict = {}
-    front = Front(app, config, endpoint, lifespan_state=lifespan_state)
+    front = Front(
+        app,
+        config,
+        endpoint,
+        lifespan_state=lifespan_state,
+        head_timeout_s=settings.head_timeout_s,
+        max_head_bytes=settings.max_head_bytes,
+    )
     lifespan = Lifespan(app, config, lifespan_state)
     host, port = split_bind(settings.bind)
     async with trio.open_nursery() as lifespan_nursery:

@@ -35,10 +35,7 @@ from gateway.events import iso, utcnow
 if TYPE_CHECKING:
     from gateway.ws.connection import Connection
 
-__all__ = ["HANDLERS", "MAX_SUBSCRIPTIONS", "MAX_TYPING", "Handler"]
-
-MAX_SUBSCRIPTIONS = 256
-MAX_TYPING = 32
+__all__ = ["HANDLERS", "Handler"]
 
 P = TypeVar("P")
 Handler = Callable[["Connection", "str | None", Any], Awaitable[None]]
@@ -95,8 +92,9 @@ async def refresh(conn: Connection, action_id: str | None, payload: AuthRefreshR
 async def subscribe(conn: Connection, action_id: str | None, payload: TopicRequest) -> None:
     topic = payload.topic
     if topic not in conn.topics:
-        if len(conn.topics) >= MAX_SUBSCRIPTIONS:
-            raise Forbidden(f"at most {MAX_SUBSCRIPTIONS} subscriptions per connection")
+        limit = conn.settings.max_subscriptions
+        if len(conn.topics) >= limit:
+            raise Forbidden(f"at most {limit} subscriptions per connection")
         if not await conn.may_subscribe(topic):
             raise Forbidden(f"not allowed to subscribe to {topic}")
         conn.hub.subscribe(conn, topic)
@@ -160,7 +158,7 @@ async def chat_typing(conn: Connection, action_id: str | None, payload: ChatTypi
     conversation_id = payload.conversation_id
     outcome = await conn.run(conn.domain.typing, conn.viewer(), conversation_id, payload.state)
     if payload.state == "started":
-        if conversation_id not in conn.typing and len(conn.typing) >= MAX_TYPING:
+        if conversation_id not in conn.typing and len(conn.typing) >= conn.settings.max_typing:
             oldest = min(conn.typing, key=conn.typing.__getitem__)
             await conn.stop_typing(oldest)
         conn.typing[conversation_id] = trio.current_time() + conn.settings.typing_timeout_s

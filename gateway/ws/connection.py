@@ -54,16 +54,22 @@ INTERNAL_ERROR = 1011  # WebSocket "internal error": an unexpected failure of th
 
 @attrs.define
 class WsSettings:
-    """The push path's per-connection limits and timers."""
+    """The push path's per-connection limits and timers.
+
+    A view of `gateway.config.Settings`: every field has a setting of the same
+    name (and so a flag and a `CUTOVER_*` variable); `from_settings` copies them.
+    """
 
     heartbeat_interval_ms: int = 30_000
     idle_timeout_ms: int = 75_000
     max_frame_bytes: int = 65_536
-    actions_per_second: float = 20
+    actions_per_second: int = 20
     actions_burst: int = 40
-    send_buffer_max_items: int = 1024
-    send_buffer_max_bytes: int = 1 << 20
+    send_buffer_items: int = 1024
+    send_buffer_bytes: int = 1 << 20
     typing_timeout_s: float = 6.0
+    max_subscriptions: int = 256
+    max_typing: int = 32
     max_protocol_violations: int = 10
     abuse_max_refusals: int = 100
     abuse_window_s: float = 10.0
@@ -74,7 +80,17 @@ class WsSettings:
     cleanup_timeout_s: float = 5.0
     flush_timeout_s: float = 2.0
     # What the welcome tells browsers about parity beacons (gateway.beacons.announcement).
-    parity: dict | None = None
+    parity: dict | None = attrs.field(default=None, metadata={"derived": True})
+
+    @classmethod
+    def from_settings(cls, settings: Any, **derived: Any) -> WsSettings:
+        """The fields of the node's settings, plus the `derived` ones."""
+        values = {
+            field.name: getattr(settings, field.name)
+            for field in attrs.fields(cls)
+            if not field.metadata.get("derived")
+        }
+        return cls(**values, **derived)
 
 
 class CloseConnection(Exception):
@@ -127,8 +143,8 @@ class Connection:
         self.presence = "ONLINE"
         self.topics: set[str] = set()
         self.buffer = SendBuffer(
-            max_items=self.settings.send_buffer_max_items,
-            max_bytes=self.settings.send_buffer_max_bytes,
+            max_items=self.settings.send_buffer_items,
+            max_bytes=self.settings.send_buffer_bytes,
         )
         self.stream = UserStream(
             user_id=self.user_id,

@@ -29,7 +29,7 @@ import logging
 import socket
 import struct
 import zlib
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import trio
@@ -58,7 +58,8 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 
 @attrs.define(frozen=True)
 class WireSettings:
-    """How the push path's sockets behave (flags of `cutover serve`)."""
+    """How the push path's sockets behave: a view of `gateway.config.Settings`
+    (`from_settings` says which setting each field comes from)."""
 
     compression: Literal["off", "on"] = "off"
     max_message_bytes: int = 65_536
@@ -69,6 +70,17 @@ class WireSettings:
     # permessage-deflate bounds when compression is on.
     window_bits: int = 12
     memory_level: int = 5
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> WireSettings:
+        return cls(
+            compression=settings.ws_compression,
+            max_message_bytes=settings.max_frame_bytes,
+            send_timeout_s=settings.slow_consumer_timeout_s,
+            close_timeout_s=settings.ws_close_timeout_s,
+            window_bits=settings.ws_window_bits,
+            memory_level=settings.ws_memory_level,
+        )
 
 
 class BoundedDeflate(PerMessageDeflate):

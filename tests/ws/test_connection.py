@@ -258,7 +258,7 @@ async def test_sustained_flood_closes_4008(world, autojump_clock):
 
 
 async def test_slow_consumer_is_closed_4008_and_resumes_without_loss(world, autojump_clock):
-    small = WsSettings(send_buffer_max_items=8)
+    small = WsSettings(send_buffer_items=8)
     conn, client = await world.connect("alice", client_buffer=1, settings=small)
     for _ in range(30):
         await world.publish(world.store.append("alice"))
@@ -384,7 +384,7 @@ async def test_metrics_count_overflows_disconnects_and_actions(world, autojump_c
     await ask(client, "ping")
     assert sample("cutover_actions_total", action="ping", outcome="ok") == pings + 1
     conn, _ = await world.connect(
-        "alice", client_buffer=1, settings=WsSettings(send_buffer_max_items=4)
+        "alice", client_buffer=1, settings=WsSettings(send_buffer_items=4)
     )
     for _ in range(20):
         await world.publish(world.store.append("alice"))
@@ -420,7 +420,7 @@ async def test_event_committed_while_connecting_arrives_without_waiting_for_the_
 async def test_a_resume_larger_than_the_send_buffer_is_paced_not_cut_off(world, autojump_clock):
     for _ in range(200):
         world.store.append("alice", "notification.new", {"pad": "x" * 500})
-    small = WsSettings(send_buffer_max_items=8, send_buffer_max_bytes=4096)
+    small = WsSettings(send_buffer_items=8, send_buffer_bytes=4096)
     _, client = await world.connect("alice", client_buffer=1, settings=small)
     await client.send("session.resume", {"epoch": world.store.epoch, "lastSeq": 0}, id="r")
     seqs = []
