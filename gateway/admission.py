@@ -28,6 +28,7 @@ endpoint does not verify it twice.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -37,6 +38,8 @@ import trio
 from gateway.errors import CutoverError, PayloadTooLarge
 
 __all__ = ["Admission", "Route", "body_overflowed", "credential_of"]
+
+log = logging.getLogger("cutover.admission")
 
 Authenticate = Callable[[Mapping[str, str]], Awaitable[object]]
 
@@ -86,7 +89,7 @@ class _Body:
         if declared is not None and declared.strip().isdigit():
             length = int(declared)
         chunked = "transfer-encoding" in headers
-        empty = (length == 0 and not chunked) or (length is None and not chunked)
+        empty = not chunked and not length
         return cls(length=None if chunked else length, complete=empty, limit=limit)
 
 
@@ -123,6 +126,10 @@ class Admission:
                 raise _too_large(body.limit, body.length)
         except CutoverError as error:
             await self._refuse(scope, error, body, receive, send)
+            return
+        except Exception:
+            log.exception("admission of %s %s failed", scope["method"], scope["path"])
+            await self._refuse(scope, CutoverError("internal error"), body, receive, send)
             return
         await self.app(scope, self._receiver(scope, body, receive), self._sender(scope, body, send))
 

@@ -173,7 +173,7 @@ class PollingExecutor:
         variables = body.get("variables")
         if variables is not None and not isinstance(variables, dict):
             return _refusal("'variables' must be an object or null", path="variables")
-        operation_name = body.get("operationName")
+        operation_name = body.get("operationName") or None
         if operation_name is not None and not isinstance(operation_name, str):
             return _refusal("'operationName' must be a string or null", path="operationName")
         ctx.start_clock(self.limits.timeout_s)

@@ -40,3 +40,15 @@ async def test_admission_refuses_before_the_endpoint_runs():
     assert response.status_code == 401 and runtime.bearer_calls == 1
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert (await response.get_json())["error"]["code"] == "UNAUTHORIZED"
+
+
+class BrokenAuthRuntime(CrashingRuntime):
+    async def bearer(self, header: str | None):
+        raise RuntimeError("the key store is down")
+
+
+async def test_a_crash_while_admitting_answers_500_in_json():
+    app = create_app(BrokenAuthRuntime())  # type: ignore[arg-type]
+    response = await app.test_client().post("/graphql", data=b"{}")
+    assert response.status_code == 500
+    assert await response.get_json() == {"error": {"code": "INTERNAL", "message": "internal error"}}

@@ -272,6 +272,11 @@ def test_bad_variables_are_bad_requests_naming_the_variable(domain, query, varia
     assert body["errors"][0]["extensions"] == {"code": "BAD_REQUEST", "path": path}
 
 
+def test_an_empty_operation_name_means_none(domain):
+    body = {"query": "query Me { me { id } }", "operationName": ""}
+    assert PollingExecutor().execute(body, ctx(domain)) == (200, {"data": {"me": {"id": "alice"}}})
+
+
 def test_request_shape_and_operation_errors_are_bad_requests(domain):
     executor = PollingExecutor()
     for body in (
