@@ -2,16 +2,54 @@ from __future__ import annotations
 
 import itertools
 
+import attrs
 import pytest
 
+from tests.chaos.cluster import Cluster
 from tests.e2e.server import ServerProcess
 
 _users = itertools.count(1)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module that sets `ALSO_ON_A_CLUSTER = True` runs its `server` tests twice:
+    on one SQLite node, and on two PostgreSQL + Redis nodes behind nginx."""
+    if "server" in metafunc.fixturenames:
+        kinds = (
+            ["node", "cluster"]
+            if getattr(metafunc.module, "ALSO_ON_A_CLUSTER", False)
+            else ["node"]
+        )
+        metafunc.parametrize("server", kinds, indirect=True, scope="module")
+
+
+@attrs.frozen
+class ClusterServer:
+    """Two nodes behind nginx, seen as one server (`url`, `ws_url`, `token`)."""
+
+    cluster: Cluster
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+    @property
+    def ws_url(self) -> str:
+        return self.cluster.ws_url
+
+    def token(self, user: str, **kwargs) -> str:
+        return self.cluster.token(user, **kwargs)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """One node shared by a test module; tests use fresh user ids to stay apart."""
+def server(request, tmp_path_factory):
+    """One node (or, where asked, a two-node cluster) shared by a test module;
+    tests use fresh user ids to stay apart."""
+    if getattr(request, "param", "node") == "cluster":
+        cluster = Cluster(tmp_path_factory.mktemp("cluster"), size=2).start()
+        yield ClusterServer(cluster)
+        cluster.stop()
+        return
     node = ServerProcess(tmp_path_factory.mktemp("node")).start()
     yield node
     node.stop()

@@ -171,3 +171,18 @@ def test_a_malformed_handshake_resume_is_refused_before_the_upgrade(server):
         status, _headers, body = _read_response(sock)
     assert status == 400
     assert json.loads(body)["error"]["path"] == "lastSeq"
+
+
+def test_a_websocket_session_outlives_the_request_head_timeout(make_server):
+    """Only the request head is read under `--head-timeout-s`; the session is not."""
+    node = make_server("--head-timeout-s", "1")
+    token = node.token("fr-long")
+    with connect(node.ws_url, additional_headers={"Authorization": f"Bearer {token}"}) as ws:
+        assert json.loads(ws.recv(timeout=10))["type"] == "session.welcome"
+        time.sleep(2.5)
+        ws.send(json.dumps({"v": 1, "id": "p", "action": "ping", "payload": {}}))
+        assert json.loads(ws.recv(timeout=10))["type"] == "ping.pong"
+    with _raw(node) as sock:  # a client that sends nothing is dropped after the timeout
+        started = time.monotonic()
+        assert sock.recv(1) == b""
+        assert time.monotonic() - started < 5

@@ -6,6 +6,9 @@ import httpx
 
 from tests.e2e.client import gql
 
+# Each test runs on one SQLite node and on two PostgreSQL + Redis nodes behind nginx.
+ALSO_ON_A_CLUSTER = True
+
 CONVERSATION = (
     "id participantIds unreadCount lastReadMessageId updatedAt lastMessage { id body senderId }"
 )

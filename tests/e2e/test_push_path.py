@@ -17,6 +17,9 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 from contracts import validate_event
 from tests.e2e.client import gql, ws_connect
 
+# Each test runs on one SQLite node and on two PostgreSQL + Redis nodes behind nginx.
+ALSO_ON_A_CLUSTER = True
+
 pytestmark = pytest.mark.e2e
 
 ADMIN_NOTE = (

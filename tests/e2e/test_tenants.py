@@ -12,6 +12,9 @@ import trio
 from ops.operator import add_ops_arguments, run_ops
 from tests.e2e.client import gql, ws_connect
 
+# Each test runs on one SQLite node and on two PostgreSQL + Redis nodes behind nginx.
+ALSO_ON_A_CLUSTER = True
+
 NOTICE = "mutation($t:String!){ broadcastNotice(text:$t) }"
 EVENT = "{ id title hostId rsvpCounts { going interested } }"
 
