@@ -298,10 +298,28 @@ export function applySnapshot(state, data, { watchEvents = [] } = {}) {
   return next;
 }
 
+function union(a, b) {
+  return [...new Set([...(a || []), ...(b || [])])];
+}
+
+/**
+ * A conversation's messages with one added or updated. Messages stay in the order
+ * they arrived in (the stream's commit order, or the order of a `messages` poll)
+ * sorted by `createdAt` only: two messages of the same millisecond keep the
+ * server's order. Receipts only grow, so a replayed event never takes one back.
+ */
 function withMessage(list, message) {
-  const out = (list || []).filter((m) => m.id !== message.id);
-  out.push(message);
-  out.sort((a, b) => (a.createdAt < b.createdAt ? -1 : a.createdAt > b.createdAt ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const current = list || [];
+  const at = current.findIndex((m) => m.id === message.id);
+  if (at >= 0) {
+    const out = current.slice();
+    const old = current[at];
+    out[at] = { ...old, ...message, deliveredTo: union(old.deliveredTo, message.deliveredTo), readBy: union(old.readBy, message.readBy) };
+    return out;
+  }
+  let i = current.length;
+  while (i > 0 && current[i - 1].createdAt > message.createdAt) i -= 1;
+  const out = [...current.slice(0, i), message, ...current.slice(i)];
   return out.length > MAX_MESSAGES ? out.slice(out.length - MAX_MESSAGES) : out;
 }
 
@@ -938,7 +956,10 @@ export class Client {
     for (const id of this.watchPresence) this._topics.set(`presence:${id}`, new Set(["options"]));
     this._token = null;
     this._tokenClaims = null;
+    this._tokenRefreshAt = 0;
     this._tokenPromise = null;
+    this._sessionToken = null; // the token the socket's session runs on
+    this._handing = null;
     this._timers = { refresh: null, reconnect: null, poll: null, flush: null };
     this._heartbeat = null;
     this._lastFrameAt = 0;
@@ -1210,16 +1231,12 @@ export class Client {
   // -- tokens ---------------------------------------------------------------------
 
   async _getToken({ force = false } = {}) {
-    const exp = this._tokenClaims && this._tokenClaims.exp;
-    const usable = this._token && (!exp || exp * 1000 - this.now() > 2000);
-    if (usable && !force) return this._token;
+    if (this._token && !force && this.now() < this._tokenRefreshAt) return this._token;
     if (!this._tokenPromise) {
       this._tokenPromise = (async () => {
         try {
           const token = await this.options.getToken({ force });
-          this._token = token;
-          this._tokenClaims = decodeToken(token);
-          this._scheduleRefresh();
+          this._adoptToken(token);
           return token;
         } finally {
           this._tokenPromise = null;
@@ -1229,33 +1246,46 @@ export class Client {
     return this._tokenPromise;
   }
 
-  _scheduleRefresh() {
-    this._clearTimer("refresh");
-    if (this._stopped || !this.isLeader || !this._tokenClaims || !this._tokenClaims.exp) return;
-    const delay = refreshDelayMs(this._tokenClaims.exp, this.now());
-    this._timers.refresh = this.timers.setTimeout(() => {
-      this._timers.refresh = null;
-      this._refreshSession().catch((error) => this._emit("error", error));
-    }, delay);
+  /** A new token from the app: used from now on, refreshed a fifth of its life before
+   * it expires, and handed to the open socket (`auth.refresh`) so the session keeps up. */
+  _adoptToken(token) {
+    this._token = token;
+    this._tokenClaims = decodeToken(token);
+    const exp = this._tokenClaims && this._tokenClaims.exp;
+    this._tokenRefreshAt = exp ? this.now() + refreshDelayMs(exp, this.now()) : Infinity;
+    this._scheduleRefresh();
+    if (this._synced && this._ws && token !== this._sessionToken) this._handing = this._handSocket(token);
   }
 
-  /** A fresh token from the app, handed to the open socket with `auth.refresh`;
-   * the socket is replaced only when the server refuses it. */
-  async _refreshSession() {
-    const token = await this._getToken({ force: true });
-    if (!this._ws || !this._synced) return;
+  _scheduleRefresh() {
+    this._clearTimer("refresh");
+    if (this._stopped || !this.isLeader || this._tokenRefreshAt === Infinity) return;
+    this._timers.refresh = this.timers.setTimeout(() => {
+      this._timers.refresh = null;
+      this._getToken({ force: true }).catch((error) => this._emit("error", error));
+    }, Math.max(0, this._tokenRefreshAt - this.now()));
+  }
+
+  /** `auth.refresh` on the open socket; the socket is replaced only when the server refuses it. */
+  async _handSocket(token) {
     const gen = this._socketGen;
     try {
       await this._rawRequest("auth.refresh", { token }, this.requestTimeoutMs);
+      if (gen !== this._socketGen) return;
+      this._sessionToken = token;
       this.stats.refreshes += 1;
       this._scheduleSync();
     } catch (error) {
-      if (error.code === "UNAUTHORIZED" || error.code === "TOKEN_EXPIRED") {
+      if ((error.code === "UNAUTHORIZED" || error.code === "TOKEN_EXPIRED") && gen === this._socketGen) {
         this._socketLost(gen, 4001, "refresh refused");
-      } else if (error.code !== "DISCONNECTED") {
-        throw error;
       }
     }
+  }
+
+  /** After an UNAUTHORIZED reply: a fresh token, handed to the socket, before trying again. */
+  async _refreshSession() {
+    await this._getToken({ force: true });
+    if (this._handing) await this._handing;
   }
 
   // -- HTTP ------------------------------------------------------------------------
@@ -1470,6 +1500,7 @@ export class Client {
     }
     let ticket;
     try {
+      this._sessionToken = await this._getToken();
       ticket = (await this._http(this.ticketUrl, {})).body.ticket;
     } catch (error) {
       this._emit("error", error);
@@ -1534,6 +1565,7 @@ export class Client {
     if (code === 4001) {
       // The session's token expired or was revoked: a fresh token, a new ticket, at once.
       this._token = null;
+      this._tokenRefreshAt = 0;
       this.machine.serverReconnect(0);
     }
     if (wasSynced) {
@@ -1684,7 +1716,7 @@ export class Client {
         this._emitEnvelope(envelope);
         return;
       case "error":
-        if ((envelope.payload || {}).code === "TOKEN_EXPIRED") this._token = null;
+        if ((envelope.payload || {}).code === "TOKEN_EXPIRED") this._tokenRefreshAt = 0;
         this._emitEnvelope(envelope);
         return;
       default:
@@ -1809,11 +1841,14 @@ export class Client {
     if (first) {
       this._startHeartbeat();
       for (const topic of this._topics.keys()) {
-        this._rawRequest("subscribe", { topic }, this.requestTimeoutMs).catch((error) => this._emit("error", error));
+        this._rawRequest("subscribe", { topic }, this.requestTimeoutMs).catch((error) => {
+          if (error.code !== "DISCONNECTED") this._emit("error", error);
+        });
       }
     }
     this._setStatus(this.machine.synced());
     if (first) {
+      if (this._token && this._token !== this._sessionToken) this._handing = this._handSocket(this._token);
       this._updatePresence();
       this._flushQueue();
     }

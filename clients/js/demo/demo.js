@@ -142,8 +142,13 @@ function renderSide(state) {
     el("button", { onclick: () => answerFollow(r.id, false) }, "decline"))) : [el("li", { class: "muted" }, "none pending")]));
 }
 
+/** Record ids shortened for the table (`cnv_01a22f…e0d9d8`): the keys stay readable. */
+function short(text) {
+  return String(text).replace(/\b([a-z]{3}_)[0-9a-f]{6,}([0-9a-f]{6})\b/g, "$1…$2");
+}
+
 function cell(value) {
-  return value === undefined ? "–" : JSON.stringify(value);
+  return value === undefined ? "–" : short(JSON.stringify(value));
 }
 
 function renderParity() {
@@ -160,7 +165,7 @@ function renderParity() {
       const poll = result.poll[key];
       const same = JSON.stringify(push) === JSON.stringify(poll);
       rows.push(el("tr", { class: same ? "" : "mismatch", "data-domain": domain },
-        el("td", { class: "key" }, key), el("td", {}, cell(push)), el("td", {}, cell(poll)),
+        el("td", { class: "key", title: key }, short(key)), el("td", {}, cell(push)), el("td", {}, cell(poll)),
         el("td", { class: same ? "ok" : "bad" }, same ? "✓" : "✗")));
     }
   }
@@ -204,10 +209,18 @@ function selectConversation(id) {
   render();
 }
 
+let readUpTo = null;
+
+/** The open conversation is read while it is on screen: one chat.read per new last message. */
 function markRead() {
   const conv = client.state.chat.conversations[openConversation];
   if (!conv || !conv.unreadCount || document.visibilityState === "hidden" || client.status !== "online") return;
-  client.request("chat.read", { conversationId: openConversation }).catch(() => {});
+  const last = conv.lastMessage ? conv.lastMessage.id : null;
+  if (readUpTo === `${openConversation}:${last}`) return;
+  readUpTo = `${openConversation}:${last}`;
+  client.request("chat.read", { conversationId: openConversation }).catch(() => {
+    readUpTo = null;
+  });
 }
 
 async function rsvp(eventId, status) {
@@ -252,7 +265,10 @@ $("read-all").addEventListener("click", () => {
 $("cut").addEventListener("click", () => client.dropSocket());
 $("block").addEventListener("change", (event) => client.setPushBlocked(event.target.checked));
 
-client.on("state", render);
+client.on("state", () => {
+  markRead();
+  render();
+});
 client.on("status", (status, previous) => {
   log.push(`status ${previous} → ${status}`);
   if (status === "online") markRead();

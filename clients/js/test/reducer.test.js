@@ -101,3 +101,19 @@ test("presence, typing and notices are reduced from ephemeral events", () => {
   assert.deepEqual(state.chat.typing.c1, []);
   assert.equal(state.seq, null, "ephemeral events do not move the stream position");
 });
+
+test("messages of the same millisecond keep the server's order; receipts only grow", () => {
+  const at = "2026-02-17T09:30:00.000Z";
+  const m = (id, extra = {}) => ({ id, conversationId: "c1", senderId: "bob", body: id, createdAt: at, deliveredTo: [], readBy: [], ...extra });
+  let state = emptyState("alice");
+  state = reduce(state, { type: "chat.message", seq: 1, payload: { message: m("msg_f") } });
+  state = reduce(state, { type: "chat.message", seq: 2, payload: { message: m("msg_c") } });
+  state = reduce(state, { type: "chat.message", seq: 3, payload: { message: m("msg_a", { createdAt: "2026-02-17T09:29:59.000Z" }) } });
+  assert.deepEqual(state.chat.messages.c1.map((x) => x.id), ["msg_a", "msg_f", "msg_c"]);
+  state = reduce(state, { type: "chat.read", seq: 4, payload: { conversationId: "c1", userId: "alice", upToMessageId: "msg_c" } });
+  assert.deepEqual(state.chat.messages.c1.map((x) => x.readBy), [["alice"], ["alice"], ["alice"]]);
+  // a resume replays the older chat.message: the receipt stays
+  state = reduce(state, { type: "chat.message", seq: 2, payload: { message: m("msg_c") } });
+  assert.deepEqual(state.chat.messages.c1.map((x) => x.id), ["msg_a", "msg_f", "msg_c"]);
+  assert.deepEqual(state.chat.messages.c1[2].readBy, ["alice"]);
+});
