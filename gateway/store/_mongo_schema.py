@@ -91,6 +91,8 @@ INDEXES: dict[str, list[IndexModel]] = {
     "announcements": [_index("by_org", ("org_id", UP), ("pos", DOWN))],  # _id: announcement id
     "feed_items": [_index("by_author", ("author_id", UP), ("pos", DOWN))],  # _id: item id
     "presence": [],  # _id: user id
+    # _id: "<hour>|<domain>|<source>|<stage>"; evidence_since reads by hour.
+    "parity_evidence": [_index("by_hour", ("hour", UP))],
     # _id: connection id. The server removes a record once its `expire_on` passes.
     "connections": [
         _index("ttl", ("expire_on", UP), expireAfterSeconds=0),

@@ -236,7 +236,25 @@ CREATE TABLE presence (
 );
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _V1),)
+# Parity evidence per hour, domain, source and stage (`Store.add_evidence`).
+_V2 = f"""
+CREATE TABLE parity_evidence (
+    hour {_T} NOT NULL,
+    domain {_T} NOT NULL,
+    source {_T} NOT NULL,
+    stage {_T} NOT NULL,
+    counts JSON NOT NULL,
+    samples JSON NOT NULL,
+    first_at {_T} NOT NULL,
+    last_at {_T} NOT NULL,
+    PRIMARY KEY (hour, domain, source, stage)
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _V1),
+    Migration(2, "parity evidence", _V2),
+)
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

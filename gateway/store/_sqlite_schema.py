@@ -197,4 +197,16 @@ CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS parity_evidence (
+    hour TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    source TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    counts TEXT NOT NULL,
+    samples TEXT NOT NULL,
+    first_at TEXT NOT NULL,
+    last_at TEXT NOT NULL,
+    PRIMARY KEY (hour, domain, source, stage)
+) WITHOUT ROWID;
 """

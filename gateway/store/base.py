@@ -25,12 +25,43 @@ from typing import Any
 
 from gateway.events import Cursor, StoredEvent
 
-__all__ = ["DEFAULT_MAX_AGE", "DEFAULT_MAX_COUNT", "Row", "Store", "Tx"]
+__all__ = [
+    "DEFAULT_MAX_AGE",
+    "DEFAULT_MAX_COUNT",
+    "EVIDENCE_SAMPLES",
+    "Row",
+    "Store",
+    "Tx",
+    "merge_evidence",
+]
 
 Row = dict[str, Any]
 
 DEFAULT_MAX_AGE = dt.timedelta(days=7)
 DEFAULT_MAX_COUNT = 10_000
+
+# Parity evidence keeps at most this many samples (the newest) per row.
+EVIDENCE_SAMPLES = 20
+EVIDENCE_KEY = ("hour", "domain", "source", "stage")
+
+
+def merge_evidence(stored: Row | None, added: Row) -> Row:
+    """A parity evidence row with `added` merged in: counts summed, samples appended
+    (the newest `EVIDENCE_SAMPLES` kept), the earliest `first_at`, the latest `last_at`."""
+    if stored is None:
+        stored = {**{k: added[k] for k in EVIDENCE_KEY}, "counts": {}, "samples": []}
+        stored["first_at"], stored["last_at"] = added["first_at"], added["last_at"]
+    counts = dict(stored["counts"])
+    for name, value in added["counts"].items():
+        counts[name] = int(counts.get(name, 0)) + int(value)
+    samples = [*stored["samples"], *added.get("samples", ())][-EVIDENCE_SAMPLES:]
+    return {
+        **{k: stored[k] for k in EVIDENCE_KEY},
+        "counts": counts,
+        "samples": samples,
+        "first_at": min(stored["first_at"], added["first_at"]),
+        "last_at": max(stored["last_at"], added["last_at"]),
+    }
 
 
 class Tx(abc.ABC):
@@ -350,6 +381,25 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def take_ticket(self, ticket_hash: str, now: float) -> tuple[str, str] | None:
         """Delete a ticket; (user_id, claims_json) when it existed and had not expired."""
+
+    # -- parity evidence ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_evidence(self, rows: Sequence[Row]) -> None:
+        """Add parity evidence, each row merged into the stored row of its key.
+
+        A row: `hour` (the contract time of the hour's start), `domain`,
+        `source` (`audit`, `beacon`), `stage` (the users' stage), `counts`
+        ({classification: n}), `samples` (a list of JSON objects), `first_at`
+        and `last_at` (contract times of the first and last evidence in it).
+        The merge (`merge_evidence`) is atomic per row whatever other nodes add
+        at the same moment: counts are summed, never overwritten.
+        """
+
+    @abc.abstractmethod
+    def evidence_since(self, since: str) -> list[Row]:
+        """The evidence rows of every hour starting at or after `since` (a contract
+        time), ordered by hour, domain, source and stage."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -76,7 +76,14 @@ from gateway.store._mongo_tx import (
     to_date,
     unique,
 )
-from gateway.store.base import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, Row, Store
+from gateway.store.base import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_COUNT,
+    EVIDENCE_KEY,
+    EVIDENCE_SAMPLES,
+    Row,
+    Store,
+)
 
 __all__ = ["MongoStore", "MongoTx", "is_transient", "map_driver_error"]
 
@@ -376,6 +383,51 @@ class MongoStore(Store):
         if doc is None or doc["expires_at"] <= now:
             return None
         return doc["user_id"], doc["claims_json"]
+
+    # -- parity evidence -----------------------------------------------------------
+
+    def add_evidence(self, rows: Sequence[Row]) -> None:
+        # One update per row, atomic on its own: counts are $inc'ed, never rewritten.
+        with self._single() as tx:
+            for row in rows:
+                key = {k: row[k] for k in EVIDENCE_KEY}
+                update: dict[str, Any] = {
+                    "$setOnInsert": key,
+                    "$min": {"first_at": row["first_at"]},
+                    "$max": {"last_at": row["last_at"]},
+                    "$push": {
+                        "samples": {
+                            "$each": list(row.get("samples", ())),
+                            "$slice": -EVIDENCE_SAMPLES,
+                        }
+                    },
+                }
+                if row["counts"]:
+                    update["$inc"] = {
+                        f"counts.{name}": int(value) for name, value in row["counts"].items()
+                    }
+                tx._write(
+                    "parity_evidence",
+                    "update_one",
+                    {"_id": "|".join(str(row[k]) for k in EVIDENCE_KEY)},
+                    update,
+                    upsert=True,
+                )
+
+    def evidence_since(self, since: str) -> list[Row]:
+        with self._single() as tx:
+            docs = tx._find("parity_evidence", {"hour": {"$gte": since}})
+        rows = [
+            {
+                **{k: doc[k] for k in EVIDENCE_KEY},
+                "counts": dict(doc.get("counts") or {}),
+                "samples": list(doc.get("samples") or []),
+                "first_at": doc["first_at"],
+                "last_at": doc["last_at"],
+            }
+            for doc in docs
+        ]
+        return sorted(rows, key=lambda r: tuple(r[k] for k in EVIDENCE_KEY))
 
     # -- connection records (not part of the Store interface) --------------------
 

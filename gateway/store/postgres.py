@@ -52,13 +52,21 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
+from psycopg.types.json import Json
 from psycopg_pool import ConnectionPool
 
 from gateway.errors import HistoryExpired, StoreUnavailable
 from gateway.events import Cursor, StoredEvent, utcnow
 from gateway.store._postgres_schema import Migration, advisory_key, applied_versions, migrate
 from gateway.store._postgres_tx import PostgresTx, detail, raise_mapped, unavailable
-from gateway.store.base import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, Row, Store
+from gateway.store.base import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_COUNT,
+    EVIDENCE_KEY,
+    Row,
+    Store,
+    merge_evidence,
+)
 from gateway.store.runner import DEFAULT_LIMIT, LIMITS
 from gateway.store.sqlite import new_epoch
 
@@ -457,6 +465,49 @@ class PostgresStore(Store):
         if not rows or rows[0]["expires_at"] <= now:
             return None
         return rows[0]["user_id"], rows[0]["claims_json"]
+
+    # -- parity evidence -----------------------------------------------------------
+
+    def add_evidence(self, rows: Sequence[Row]) -> None:
+        # Row locks, not the writers' turn: evidence never touches what mutations do.
+        # Each row is made if missing, then locked, merged and written back.
+        where = "hour = %s AND domain = %s AND source = %s AND stage = %s"
+        with self._session("BEGIN ISOLATION LEVEL READ COMMITTED") as conn:
+            try:
+                for row in rows:
+                    key = tuple(row[k] for k in EVIDENCE_KEY)
+                    conn.execute(
+                        "INSERT INTO parity_evidence"
+                        " (hour, domain, source, stage, counts, samples, first_at, last_at)"
+                        " VALUES (%s, %s, %s, %s, '{}', '[]', %s, %s)"
+                        " ON CONFLICT DO NOTHING",
+                        (*key, row["first_at"], row["last_at"]),
+                    )
+                    found = conn.execute(
+                        f"SELECT * FROM parity_evidence WHERE {where} FOR UPDATE", key
+                    ).fetchone()
+                    merged = merge_evidence(dict(found), row)
+                    conn.execute(
+                        "UPDATE parity_evidence SET counts = %s, samples = %s,"
+                        f" first_at = %s, last_at = %s WHERE {where}",
+                        (
+                            Json(merged["counts"]),
+                            Json(merged["samples"]),
+                            merged["first_at"],
+                            merged["last_at"],
+                            *key,
+                        ),
+                    )
+                conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                raise_mapped("adding parity evidence", exc)
+
+    def evidence_since(self, since: str) -> list[Row]:
+        rows = self._statement(
+            "SELECT * FROM parity_evidence WHERE hour >= %s ORDER BY hour, domain, source, stage",
+            (since,),
+        )
+        return [dict(row) for row in rows]
 
     def close(self) -> None:
         if self._closed:

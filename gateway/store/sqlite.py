@@ -22,7 +22,15 @@ from typing import Any
 from gateway.errors import Conflict, HistoryExpired, StoreUnavailable
 from gateway.events import Cursor, StoredEvent, iso, new_id, utcnow
 from gateway.store._sqlite_schema import SCHEMA
-from gateway.store.base import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, Row, Store, Tx
+from gateway.store.base import (
+    DEFAULT_MAX_AGE,
+    DEFAULT_MAX_COUNT,
+    EVIDENCE_KEY,
+    Row,
+    Store,
+    Tx,
+    merge_evidence,
+)
 
 __all__ = ["SqliteStore", "SqliteTx"]
 
@@ -829,6 +837,58 @@ class SqliteStore(Store):
         if row is None or row["expires_at"] <= now:
             return None
         return row["user_id"], row["claims_json"]
+
+    # -- parity evidence -----------------------------------------------------------
+
+    def add_evidence(self, rows: Sequence[Row]) -> None:
+        with self.transaction() as tx:
+            for row in rows:
+                key = tuple(row[k] for k in EVIDENCE_KEY)
+                found = tx._q(
+                    "SELECT * FROM parity_evidence"
+                    " WHERE hour = ? AND domain = ? AND source = ? AND stage = ?",
+                    key,
+                ).fetchone()
+                stored = None
+                if found is not None:
+                    stored = {
+                        **{k: found[k] for k in EVIDENCE_KEY},
+                        "counts": json.loads(found["counts"]),
+                        "samples": json.loads(found["samples"]),
+                        "first_at": found["first_at"],
+                        "last_at": found["last_at"],
+                    }
+                merged = merge_evidence(stored, row)
+                tx._w(
+                    "INSERT OR REPLACE INTO parity_evidence"
+                    " (hour, domain, source, stage, counts, samples, first_at, last_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        *key,
+                        json.dumps(merged["counts"], sort_keys=True),
+                        json.dumps(merged["samples"]),
+                        merged["first_at"],
+                        merged["last_at"],
+                    ),
+                )
+
+    def evidence_since(self, since: str) -> list[Row]:
+        with self.snapshot() as tx:
+            rows = tx._q(
+                "SELECT * FROM parity_evidence WHERE hour >= ?"
+                " ORDER BY hour, domain, source, stage",
+                (since,),
+            ).fetchall()
+        return [
+            {
+                **{k: row[k] for k in EVIDENCE_KEY},
+                "counts": json.loads(row["counts"]),
+                "samples": json.loads(row["samples"]),
+                "first_at": row["first_at"],
+                "last_at": row["last_at"],
+            }
+            for row in rows
+        ]
 
     def close(self) -> None:
         with self._lock:

@@ -376,6 +376,9 @@ def exercise(store: MongoStore) -> None:
     store.connections_of("a", time.time())
     store.drop_connection("conn")
     store.run_transaction(lambda tx: tx.get_user("a"))
+    evidence = {"hour": "h", "domain": "chat", "source": "audit", "stage": "LIVE"}
+    store.add_evidence([{**evidence, "counts": {"MATCH": 1}, "first_at": "t", "last_at": "t"}])
+    store.evidence_since("h")
 
 
 def test_every_query_has_an_index_to_use(rs_store, double, monkeypatch):

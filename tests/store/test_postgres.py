@@ -260,7 +260,8 @@ def test_cutover_store_migrate(url):
     command = [sys.executable, "-m", "gateway.cli", "store", "migrate", "--store", url]
     first = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
-    assert f"applied 1 (initial schema); schema version {SCHEMA_VERSION}" in first.stdout
+    steps = "; ".join(f"applied {m.version} ({m.name})" for m in MIGRATIONS)
+    assert f"{steps}; schema version {SCHEMA_VERSION}" in first.stdout
     assert "password" not in first.stdout and "search_path" not in first.stdout
     again = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "up to date" in again.stdout
