@@ -30,6 +30,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         bench.add_argument("--rate", type=float, default=500.0, help="events/s (ws)")
         bench.add_argument("--users", type=int, default=1000)
         bench.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+        if name == "ws":
+            bench.add_argument(
+                "--compression",
+                choices=("off", "on", "both"),
+                default="off",
+                help="cutover --ws-compression off, on (websockets clients offering "
+                "permessage-deflate) or both phases in one run",
+            )
 
 
 def run_bench(args: argparse.Namespace) -> int:

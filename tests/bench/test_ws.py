@@ -21,3 +21,33 @@ def test_ws_prints_side_by_side_figures(capsys):
         assert 0 < cut < 10_000 and 0 < raw < 10_000
     number(rows["RSS per idle connection (KiB)"][0])
     number(rows["server CPU per event (ms)"][0])
+
+
+def test_ws_compression_both_negotiates_deflate_in_the_on_phase(capsys):
+    args = bench_args(connections=10, rate=10.0, duration=1.0, compression="both")
+    assert ws.main(args) == 0
+    output = capsys.readouterr().out
+    header = next(line for line in output.splitlines() if line.startswith("metric"))
+    assert header.split()[1:] == [
+        "cutover", "cutover", "deflate", "raw", "trio-websocket", "ratio", "ratio", "deflate",
+    ]  # fmt: skip
+    rows = table_rows(output, "metric")
+    columns = {"off": 0, "on": 1, "raw": 2}
+
+    def figure(name: str, column: str) -> float:
+        return number(rows[name][columns[column]])
+
+    for column in columns:
+        assert figure("connections held", column) == 10
+        figure("connections lost by the end of the run", column)
+        figure("RSS per idle connection (KiB)", column)
+        figure("server CPU with idle connections (%)", column)
+        assert figure("time to connect all (s)", column) > 0
+        assert figure("events received", column) == figure("events published", column) > 0
+    # Only the websockets clients offer permessage-deflate, and the server took it.
+    assert figure("compression negotiated (connections)", "on") == 10
+    assert figure("compression negotiated (connections)", "off") == 0
+    assert figure("compression negotiated (connections)", "raw") == 0
+    for ratio in rows["RSS per idle connection (KiB)"][3:5]:
+        number(ratio)
+    assert "server_no_context_takeover" in output
