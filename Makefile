@@ -6,8 +6,9 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 
 NODE_CLIENTS = tests/e2e/node
+BROWSER_TESTS = tests/browser
 
-.PHONY: setup demo test lint bench clean node-clients system-packages
+.PHONY: setup demo test lint bench clean node-clients system-packages browser
 
 $(BIN)/cutover: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +40,19 @@ node-clients: $(NODE_CLIENTS)/node_modules/.package-lock.json
 
 system-packages: /usr/sbin/nginx
 
-test: lint node-clients system-packages
+# The browser tests: Debian's chromium driven by playwright-core (never a
+# downloaded browser), both installed once.
+/usr/bin/chromium:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+$(BROWSER_TESTS)/node_modules/.package-lock.json: $(BROWSER_TESTS)/package-lock.json
+	command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq nodejs npm)
+	npm ci --prefix $(BROWSER_TESTS) --no-audit --no-fund --loglevel=error
+
+browser: /usr/bin/chromium $(BROWSER_TESTS)/node_modules/.package-lock.json
+
+test: lint node-clients system-packages browser
 	$(BIN)/pytest -q
 
 clean:
