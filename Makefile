@@ -4,6 +4,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
 
 NODE_CLIENTS = tests/e2e/node
 BROWSER_TESTS = tests/browser
@@ -18,8 +20,9 @@ $(BIN)/cutover: pyproject.toml
 
 setup: $(BIN)/cutover
 
+# make demo PORT=8090 (HOST=0.0.0.0 to reach it from another machine)
 demo: setup
-	$(BIN)/cutover demo
+	$(BIN)/cutover demo --bind $(HOST):$(PORT)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["QUIET_LOGGERS", "JsonFormatter", "configure_logging"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,9 +25,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+# HTTP client libraries log every request at INFO; a benchmark or a parity run
+# makes thousands, which would bury the figures it prints. Their warnings stay.
+QUIET_LOGGERS = ("httpx", "httpcore")
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
