@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from parity.model import DOMAINS
+
 __all__ = ["add_parity_arguments", "run_parity_command"]
 
 
@@ -19,8 +21,25 @@ def add_parity_arguments(parser: argparse.ArgumentParser) -> None:
     who.add_argument("--secret", help="HS256 secret to mint the observed users' tokens")
     who.add_argument("--token-file", help="a file of 'user token' lines, one per observed user")
     run.add_argument("--users", type=int, default=10)
-    run.add_argument("--duration", type=float, default=60.0, help="seconds")
-    run.add_argument("--domains", default="notification,chat,follow,event")
+    run.add_argument(
+        "--duration",
+        type=float,
+        default=60.0,
+        help="seconds (with --until-decided: the least the run lasts)",
+    )
+    run.add_argument(
+        "--until-decided",
+        action="store_true",
+        help="go on until every domain has the comparisons its verdict needs (PASS or FAIL "
+        "at the threshold) or --max-duration passes (then INCONCLUSIVE, with the count)",
+    )
+    run.add_argument(
+        "--max-duration",
+        type=float,
+        default=900.0,
+        help="the time cap of an --until-decided run, seconds (900)",
+    )
+    run.add_argument("--domains", default=",".join(DOMAINS))
     run.add_argument("--drive", action="store_true", help="drive a seeded scenario of mutations")
     run.add_argument("--calibrate", action="store_true", help="A/A run: two pollers")
     run.add_argument("--seed", type=int, default=1)

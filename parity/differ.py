@@ -37,12 +37,18 @@ Algorithm, for each user and key:
      nothing for this key by the deadline;
    - UNALIGNED (no comparison, counted apart) if the candidate is polled
      and never read version `v`: two samplers each skip states the other
-     saw, so neither agreement nor disagreement is known at `v`;
+     saw, so neither agreement nor disagreement is known at `v`; and for an
+     unversioned entry made before the candidate first showed the key;
    - MATCH if a candidate state whose span intersects the entry's span has
      the value `x` (unversioned: the candidate's state at time `t` is `x`);
    - CONVERGED_LATE if, failing that, the candidate showed `x` in a state
      alive at some moment of `[t - W, t + W]`;
-   - DIVERGED otherwise.
+   - MISSING_PUSH if the candidate still shows, at the matching version,
+     the value the reference had before it changed to `x`: the change never
+     reached the candidate (an event that was never produced takes no `seq`,
+     so the candidate reaches every version with a stale value);
+   - DIVERGED otherwise: the candidate shows a value the reference never
+     showed there.
    A comparison whose outcome still depends on what could happen after the
    end of the run (`t + W > end` and not yet MATCH, CONVERGED_LATE or ERROR)
    (the deadline or `t + W` falls after `end`) is *censored*: counted apart,
@@ -95,7 +101,7 @@ __all__ = [
     "Write",
 ]
 
-COMPARATOR_VERSION = "cutover-parity/2"
+COMPARATOR_VERSION = "cutover-parity/3"
 
 SAMPLED_PATHS = frozenset({"poll", "poll_b"})
 _FIRST = object()  # no previous entry yet
@@ -440,7 +446,11 @@ class _Run:
             )
         elif entries:
             previous: Any = _FIRST
+            before: Any = _FIRST  # the reference's value before its current one
             for entry in entries:
+                changed = previous is not _FIRST and entry.value != previous
+                if changed:
+                    before = previous
                 self._compare_entry(
                     user,
                     domain,
@@ -449,7 +459,8 @@ class _Run:
                     states,
                     left_sampled,
                     right_sampled,
-                    changed=previous is not _FIRST and entry.value != previous,
+                    changed=changed,
+                    previous=before,
                 )
                 previous = entry.value
 
@@ -477,6 +488,7 @@ class _Run:
         right_sampled: bool,
         *,
         changed: bool,
+        previous: Any = _FIRST,
     ) -> None:
         t, x, v = entry.first_seen, entry.value, entry.version
         w = self.w
@@ -507,6 +519,7 @@ class _Run:
             if reached is None or reached > deadline:
                 detail = f"{self.c.right} did not reach version {v!r} within W"
                 return self._missing_push(user, domain, key, t, deadline, detail, **kw)
+        at_t = None
         if versioned:
             meeting = [s for s in states if _spans_meet(entry, left_sampled, s, right_sampled)]
             if right_sampled and not meeting:
@@ -544,6 +557,24 @@ class _Run:
             return
         if censorable:
             self.censored[domain] += 1
+            return
+        if not versioned and at_t is None and states and t < states[0].first_seen:
+            # The candidate showed nothing for this key yet (it started later):
+            # there is nothing to compare at `t`.
+            self.unaligned[domain] += 1
+            return
+        if previous is not _FIRST and shown == previous and (versioned or at_t is not None):
+            self.add(
+                user,
+                domain,
+                key,
+                Classification.MISSING_PUSH,
+                t,
+                **kw,
+                right_value=shown,
+                detail=f"{self.c.right} still showed the previous value {shown!r}: "
+                "the change never reached it",
+            )
             return
         self.add(
             user,

@@ -1,12 +1,15 @@
 """The scenario driver: seeded users doing the mutations of both paths.
 
 `setup` prepares what the observers watch (conversations among the users,
-one hosted event each) before observation starts; `Driver.drive` then runs a
+one hosted event each, one organization each with its next two users as
+members) before observation starts; `Driver.drive` then runs a
 `random.Random(seed)` scenario until cancelled: messages sent over GraphQL
 (`sendChatMessage`) and over the WebSocket (`chat.send` with a
 `clientMessageId`), reads over both (`markConversationRead`, `chat.read`),
 notifications created with an admin token and marked read, follow requests
-and responses, RSVPs on the users' events.
+and responses, RSVPs on the users' events, role changes and announcements
+in the organizations, feed posts, and presence moved between ONLINE and AWAY
+on the driver's own sockets.
 
 The sequence of choices is drawn by one task from the seeded generator, so a
 seed names a scenario; worker tasks carry the choices out concurrently.
@@ -47,9 +50,19 @@ class Scenario:
 
     conversations: list[tuple[str, tuple[str, ...]]]  # (id, participants)
     events: dict[str, str]  # event id -> host
+    orgs: dict[str, tuple[str, ...]] = attrs.Factory(dict)  # org id -> (owner, members...)
 
     def events_of(self, user: str) -> tuple[str, ...]:
         return tuple(e for e, host in self.events.items() if host == user)
+
+    def orgs_of(self, user: str) -> tuple[str, ...]:
+        return tuple(o for o, members in self.orgs.items() if user in members)
+
+    def neighbours_of(self, user: str) -> tuple[str, ...]:
+        """The users sharing a conversation with `user` (who may watch its presence)."""
+        return tuple(
+            sorted({p for _, ps in self.conversations if user in ps for p in ps if p != user})
+        )
 
 
 @attrs.define
@@ -88,7 +101,27 @@ async def setup(gql: GraphQL, tokens: dict[str, str], users: Sequence[str]) -> S
             {"t": f"parity event of {user}", "s": starts},
         )
         events[data["createEvent"]["id"]] = user
-    return Scenario(conversations, events)
+    orgs = {}
+    if n >= 3:
+        for i, user in enumerate(users):
+            data, _ = await gql.request(
+                tokens[user],
+                "mutation($n: String!) { createOrganization(name: $n) { id } }",
+                {"n": f"parity org of {user}"},
+            )
+            org_id = data["createOrganization"]["id"]
+            members = [user]
+            for step, role in ((1, "MEMBER"), (2, "ADMIN")):
+                other = users[(i + step) % n]
+                await gql.request(
+                    tokens[user],
+                    "mutation($o: ID!, $u: ID!, $r: OrgRole) "
+                    "{ setMemberRole(orgId: $o, userId: $u, role: $r) { id } }",
+                    {"o": org_id, "u": other, "r": role},
+                )
+                members.append(other)
+            orgs[org_id] = tuple(members)
+    return Scenario(conversations, events, orgs)
 
 
 class _Socket:
@@ -126,7 +159,7 @@ class Driver:
     def __init__(
         self,
         gql: GraphQL,
-        ws_url: str,
+        ws_url: str | Sequence[str],
         tokens: dict[str, str],
         users: Sequence[str],
         scenario: Scenario,
@@ -138,7 +171,8 @@ class Driver:
         on_step: Callable[[DriverStats], None] | None = None,
     ) -> None:
         self.gql = gql
-        self.ws_url = ws_url
+        # One URL, or one per node: each user's socket goes to a node of its own.
+        self.ws_urls = [ws_url] if isinstance(ws_url, str) else list(ws_url)
         self.tokens = tokens
         self.users = list(users)
         self.scenario = scenario
@@ -153,6 +187,8 @@ class Driver:
         self.sockets: dict[str, _Socket] = {}
         self.requested: set[tuple[str, str]] = set()
         self.pending: list[tuple[str, str, str]] = []  # (request id, from, to)
+        self.accepted: set[tuple[str, str]] = set()  # (follower, followed)
+        self.presence: dict[str, str] = {}  # user -> what its driver socket says
         self._messages = itertools.count(1)
 
     # -- recording -----------------------------------------------------------
@@ -174,6 +210,11 @@ class Driver:
         if self.admin_token:
             kinds += ["notify", "notify_read"]
             weights += [16, 5]
+        kinds += ["feed", "presence"]
+        weights += [5, 5]
+        if self.scenario.orgs:
+            kinds += ["role", "announce"]
+            weights += [3, 3]
         kind = rng.choices(kinds, weights)[0]
         conv_id, participants = rng.choice(self.scenario.conversations)
         actor = rng.choice(participants)
@@ -202,6 +243,18 @@ class Driver:
         if kind == "notify":
             user = rng.choice(self.users)
             return kind, lambda: self._notify(user)
+        if kind == "feed":
+            return kind, lambda: self._post_feed(actor)
+        if kind == "presence":
+            return kind, lambda: self._presence(actor)
+        if kind in ("role", "announce"):
+            org_id = rng.choice(sorted(self.scenario.orgs))
+            owner, *others = self.scenario.orgs[org_id]
+            if kind == "announce":
+                return kind, lambda: self._announce(org_id, owner)
+            member = rng.choice(others)
+            role = rng.choice(["MEMBER", "ADMIN"])
+            return kind, lambda: self._set_role(org_id, owner, member, role)
         user = rng.choice(self.users)
         return kind, lambda: self._notify_read(user)
 
@@ -272,6 +325,8 @@ class Driver:
         self._write("follow", target)
         if accept:
             self._write("notification", requester)
+            self._write("activity", requester)
+            self.accepted.add((requester, target))
         await self.gql.request(
             self.tokens[target],
             "mutation($i: ID!, $a: Boolean!) { respondFollowRequest(id: $i, accept: $a) { id } }",
@@ -293,6 +348,45 @@ class Driver:
         self._read(user, "notification")
         await self.gql.request(
             self.tokens[user], "mutation { markNotificationsRead(all: true) }", {}
+        )
+
+    async def _post_feed(self, actor: str) -> None:
+        followers = [f for f, followed in self.accepted if followed == actor]
+        if followers:
+            self._write("activity", *followers)
+        await self.gql.request(
+            self.tokens[actor],
+            "mutation($t: String!) { postFeedItem(text: $t) { id } }",
+            {"t": f"parity post {next(self._messages)}"},
+        )
+
+    async def _presence(self, actor: str) -> None:
+        socket = self.sockets.get(actor)
+        if socket is None:
+            return
+        status = "AWAY" if self.presence.get(actor, "ONLINE") == "ONLINE" else "ONLINE"
+        self.presence[actor] = status
+        self._write("presence", *self.scenario.neighbours_of(actor))
+        await socket.call("presence.set", {"status": status})
+
+    async def _set_role(self, org_id: str, owner: str, member: str, role: str) -> None:
+        self._write("organization", *self.scenario.orgs[org_id])
+        self._write("notification", member)
+        await self.gql.request(
+            self.tokens[owner],
+            "mutation($o: ID!, $u: ID!, $r: OrgRole) "
+            "{ setMemberRole(orgId: $o, userId: $u, role: $r) { id } }",
+            {"o": org_id, "u": member, "r": role},
+        )
+
+    async def _announce(self, org_id: str, owner: str) -> None:
+        self._write("organization", *self.scenario.orgs[org_id])
+        self._write("notification", *self.scenario.orgs[org_id])
+        await self.gql.request(
+            self.tokens[owner],
+            "mutation($o: ID!, $t: String!, $b: String!) "
+            "{ postAnnouncement(orgId: $o, title: $t, body: $b) { id } }",
+            {"o": org_id, "t": f"parity news {next(self._messages)}", "b": "as announced"},
         )
 
     # -- running -------------------------------------------------------------
@@ -321,7 +415,8 @@ class Driver:
         self, user: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         headers = [("Authorization", f"Bearer {self.tokens[user]}")]
-        async with open_websocket_url(self.ws_url, extra_headers=headers) as ws:
+        url = self.ws_urls[self.users.index(user) % len(self.ws_urls)]
+        async with open_websocket_url(url, extra_headers=headers) as ws:
             socket = _Socket(ws)
             self.sockets[user] = socket
             task_status.started()
@@ -348,7 +443,7 @@ class Driver:
                 next_at = trio.current_time()
                 while True:
                     kind, step = self._choose()
-                    if kind in ("ws_send", "ws_read") and not self.sockets:
+                    if kind in ("ws_send", "ws_read", "presence") and not self.sockets:
                         continue
                     await send.send((kind, step))
                     next_at += 1.0 / self.rate

@@ -4,7 +4,12 @@
 - monotonicity: an unread count (`notification.unread`, `chat.total`,
   `chat.conv:<id>.unread`) falls only when the user read something;
 - continuity: on a live connection `seq` rises by exactly one, and after a
-  resume it continues from the resume cursor.
+  resume it continues from the resume cursor;
+- organizations: the viewer's own entry in an organization's members is its
+  `role`, and the members always hold an OWNER;
+- activity: an author's latest feed item never goes back to an item it
+  already moved past;
+- presence: a status is ONLINE, AWAY or OFFLINE.
 
 Each check takes values and returns `Violation`s; an empty list is a pass.
 """
@@ -26,6 +31,10 @@ __all__ = [
     "Violation",
     "check_badge_sum",
     "check_counts_fall_only_on_read",
+    "check_domain_invariants",
+    "check_feed_forward",
+    "check_org_consistency",
+    "check_presence_values",
     "check_seq_continuity",
 ]
 
@@ -34,7 +43,9 @@ __all__ = [
 class Violation:
     """One broken invariant on one path."""
 
-    invariant: str  # "badge-sum", "fall-without-read", "seq-gap"
+    # "badge-sum", "fall-without-read", "seq-gap", "org-role", "org-owner",
+    # "feed-regress", "presence-status"
+    invariant: str
     path: str
     user_id: str
     domain: str
@@ -212,3 +223,109 @@ def check_seq_continuity(
             )
         expected = event.seq + 1
     return out
+
+
+def _domain_snapshots(
+    observations: Iterable[Observation], domain: str
+) -> dict[tuple[str, str, Any, float], dict]:
+    snaps: dict[tuple[str, str, Any, float], dict] = defaultdict(dict)
+    for obs in observations:
+        if obs.error is None and obs.domain == domain:
+            snaps[(obs.path, obs.user_id, obs.version, obs.observed_at)][obs.key] = obs.value
+    return snaps
+
+
+def check_org_consistency(observations: Iterable[Observation]) -> list[Violation]:
+    """In every snapshot of an organization: the viewer's entry in `members` is its
+    `role`, and the members hold at least one OWNER."""
+    out = []
+    for (path, user, version, at), keys in sorted(
+        _domain_snapshots(observations, "organization").items(),
+        key=lambda kv: (kv[0][0], kv[0][1], kv[0][3]),
+    ):
+        for key, members in sorted(keys.items()):
+            if not key.endswith(".members") or not isinstance(members, tuple):
+                continue
+            org = key[len("organization:") : -len(".members")]
+            roles = dict(members)
+            role_key = f"organization:{org}.role"
+            if role_key in keys and roles.get(user) != keys[role_key]:
+                out.append(
+                    Violation(
+                        "org-role",
+                        path,
+                        user,
+                        "organization",
+                        at,
+                        f"{org}: members list the viewer as {roles.get(user)!r} but its role "
+                        f"is {keys[role_key]!r} at version {version!r}",
+                    )
+                )
+            if "OWNER" not in roles.values():
+                out.append(
+                    Violation(
+                        "org-owner",
+                        path,
+                        user,
+                        "organization",
+                        at,
+                        f"{org}: no OWNER among the members at version {version!r}",
+                    )
+                )
+    return out
+
+
+def check_feed_forward(observations: Iterable[Observation]) -> list[Violation]:
+    """An author's latest item, once replaced by a newer one, never comes back."""
+    series: dict[tuple[str, str, str], list[Observation]] = defaultdict(list)
+    for obs in observations:
+        if obs.error is None and obs.domain == "activity" and obs.key.endswith(".latest"):
+            series[(obs.path, obs.user_id, obs.key)].append(obs)
+    out = []
+    for (path, user, key), rows in sorted(series.items()):
+        rows.sort(key=lambda o: o.observed_at)
+        passed: set[Any] = set()
+        for prev, cur in itertools.pairwise(rows):
+            if cur.value == prev.value:
+                continue
+            passed.add(prev.value)
+            if cur.value in passed:
+                out.append(
+                    Violation(
+                        "feed-regress",
+                        path,
+                        user,
+                        "activity",
+                        cur.observed_at,
+                        f"{key} went back to {cur.value!r}, an item it had moved past",
+                    )
+                )
+    return out
+
+
+PRESENCE_STATUSES = frozenset({"ONLINE", "AWAY", "OFFLINE"})
+
+
+def check_presence_values(observations: Iterable[Observation]) -> list[Violation]:
+    """Every presence status is ONLINE, AWAY or OFFLINE."""
+    return [
+        Violation(
+            "presence-status",
+            obs.path,
+            obs.user_id,
+            "presence",
+            obs.observed_at,
+            f"{obs.key} is {obs.value!r}",
+        )
+        for obs in observations
+        if obs.error is None and obs.domain == "presence" and obs.value not in PRESENCE_STATUSES
+    ]
+
+
+def check_domain_invariants(observations: Sequence[Observation]) -> list[Violation]:
+    """The organization, activity and presence checks together."""
+    return (
+        check_org_consistency(observations)
+        + check_feed_forward(observations)
+        + check_presence_values(observations)
+    )

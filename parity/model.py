@@ -17,6 +17,22 @@ Keys are flat strings so that every comparison is between two scalars:
 | `chat.conv:<id>.lastRead`          | `chat`         | message id or None           |
 | `follow.pending`                   | `follow`       | sorted tuple of request ids  |
 | `event:<id>.counts`                | `event`        | (going, interested)          |
+| `organization:<id>.role`           | `organization` | the viewer's role or None    |
+| `organization:<id>.members`        | `organization` | sorted ((user, role), ...)   |
+| `organization:<id>.announcement`   | `organization` | newest announcement id/None  |
+| `activity.author:<id>.latest`      | `activity`     | feed item id                 |
+| `presence:<id>.status`             | `presence`     | ONLINE, AWAY or OFFLINE      |
+
+What each path is expected to show follows the contract's audiences
+(PROTOCOL.md 2.3): `organization.member.updated` reaches the affected user
+and the organization's owners and admins, so `members` is a key only while
+the viewer is an OWNER or ADMIN; `activity.feed.item` reaches the author's
+followers from the moment a follow is accepted, so an author's `latest` is
+the newest item posted at or after the viewer's follow of that author was
+accepted (the polled feed also lists earlier items; pushing them is not in
+the contract) and the viewer's own items are not compared; presence is
+ephemeral (`user.presence.updated` to the subscribers of `presence:<id>`),
+so its keys carry no version and are aligned by time.
 
 A `version` says which state of the user's stream a value belongs to, so
 the two paths are compared at matching versions rather than at the same
@@ -38,26 +54,42 @@ import attrs
 
 __all__ = [
     "DOMAINS",
+    "MANAGER_ROLES",
     "PATHS",
+    "UNVERSIONED",
     "ConversationState",
     "Domain",
+    "FeedItem",
     "Observation",
+    "OrgState",
     "Path",
     "UserState",
     "Version",
     "domain_of",
     "error_observation",
     "flatten",
+    "newest_since",
     "observe",
     "wildcard_key",
 ]
 
 Path = Literal["poll", "push", "poll_b"]
-Domain = Literal["notification", "chat", "follow", "event"]
+Domain = Literal["notification", "chat", "follow", "event", "organization", "activity", "presence"]
 Version = int | str | None
 
 PATHS: tuple[str, ...] = ("poll", "push", "poll_b")
-DOMAINS: tuple[str, ...] = ("notification", "chat", "follow", "event")
+DOMAINS: tuple[str, ...] = (
+    "notification",
+    "chat",
+    "follow",
+    "event",
+    "organization",
+    "activity",
+    "presence",
+)
+# Domains whose keys change only through ephemeral events: no stream version.
+UNVERSIONED: frozenset[str] = frozenset({"presence"})
+MANAGER_ROLES: frozenset[str] = frozenset({"OWNER", "ADMIN"})
 
 
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -66,6 +98,32 @@ def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 def _frozen_ids(value: Iterable[str] | None) -> frozenset[str] | None:
     return None if value is None else frozenset(value)
+
+
+def _frozen_optional_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    return None if value is None else _frozen_mapping(value)
+
+
+@attrs.frozen
+class OrgState:
+    """One organization as one member sees it.
+
+    `members` is None when the viewer is not told of every member change
+    (neither OWNER nor ADMIN), so the path holds no members key for it.
+    """
+
+    role: str | None = None
+    members: tuple[tuple[str, str], ...] | None = None
+    announcement: str | None = None
+
+
+@attrs.frozen
+class FeedItem:
+    """An item of the activity feed as the comparison needs it."""
+
+    id: str
+    author_id: str
+    created_at: str
 
 
 @attrs.frozen
@@ -96,6 +154,14 @@ class UserState:
     event_counts: Mapping[str, tuple[int, int]] = attrs.field(
         factory=dict, converter=_frozen_mapping
     )
+    orgs: Mapping[str, OrgState] = attrs.field(factory=dict, converter=_frozen_mapping)
+    # author -> when the viewer's follow of them was accepted (None: the feed is not held)
+    followed_since: Mapping[str, str] | None = attrs.field(
+        default=None, converter=_frozen_optional_mapping
+    )
+    # author -> the newest item of theirs the path showed (posted since the follow)
+    feed_latest: Mapping[str, FeedItem] = attrs.field(factory=dict, converter=_frozen_mapping)
+    presence: Mapping[str, str] = attrs.field(factory=dict, converter=_frozen_mapping)
 
     def evolve(self, **changes: Any) -> UserState:
         """A copy with some fields replaced (the state is immutable)."""
@@ -127,10 +193,14 @@ class Observation:
             raise ValueError(f"unknown domain {self.domain!r}")
 
 
+_PREFIXED = (("event:", "event"), ("organization:", "organization"), ("presence:", "presence"))
+
+
 def domain_of(key: str) -> str:
     """The domain a key belongs to (`chat.conv:c1.unread` -> `chat`)."""
-    if key.startswith("event:"):
-        return "event"
+    for prefix, domain in _PREFIXED:
+        if key.startswith(prefix):
+            return domain
     head = key.split(".", 1)[0]
     if head in DOMAINS:
         return head
@@ -161,8 +231,37 @@ def flatten(state: UserState, domain: str) -> dict[str, Any]:
     elif domain == "event":
         for event_id, (going, interested) in state.event_counts.items():
             out[f"event:{event_id}.counts"] = (int(going), int(interested))
+    elif domain == "organization":
+        for org_id, org in state.orgs.items():
+            out[f"organization:{org_id}.role"] = org.role
+            if org.role is not None:
+                out[f"organization:{org_id}.announcement"] = org.announcement
+            if org.role in MANAGER_ROLES and org.members is not None:
+                out[f"organization:{org_id}.members"] = tuple(sorted(org.members))
+    elif domain == "activity":
+        if state.followed_since is not None:
+            for author, item in state.feed_latest.items():
+                if author != state.user_id and author in state.followed_since:
+                    out[f"activity.author:{author}.latest"] = item.id
+    elif domain == "presence":
+        for user_id, status in state.presence.items():
+            out[f"presence:{user_id}.status"] = status
     else:
         raise ValueError(f"unknown domain {domain!r}")
+    return out
+
+
+def newest_since(items: Iterable[FeedItem], followed_since: Mapping[str, str], me: str) -> dict:
+    """Per followed author, the newest of `items` (newest first) posted at or after
+    the follow was accepted: what the push path delivers of a feed."""
+    out: dict[str, FeedItem] = {}
+    for item in items:
+        since = followed_since.get(item.author_id)
+        if item.author_id == me or since is None or item.created_at < since:
+            continue
+        current = out.get(item.author_id)
+        if current is None or item.created_at > current.created_at:
+            out[item.author_id] = item
     return out
 
 
@@ -182,6 +281,7 @@ def observe(
     """
     out: list[Observation] = []
     for domain in domains:
+        at = None if domain in UNVERSIONED else version
         for key, value in flatten(state, domain).items():
             out.append(
                 Observation(
@@ -190,7 +290,7 @@ def observe(
                     domain=domain,
                     key=key,
                     value=value,
-                    version=version,
+                    version=at,
                     observed_at=observed_at,
                 )
             )

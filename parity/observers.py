@@ -37,7 +37,17 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 from contracts import ProtocolError, encode_action, split_frame
 from gateway.rollout import Stage
 from parity.invariants import Read, Received, Violation
-from parity.model import ConversationState, Observation, UserState, error_observation, observe
+from parity.model import (
+    MANAGER_ROLES,
+    ConversationState,
+    FeedItem,
+    Observation,
+    OrgState,
+    UserState,
+    error_observation,
+    newest_since,
+    observe,
+)
 from parity.report import Traffic
 
 __all__ = [
@@ -46,7 +56,10 @@ __all__ = [
     "Poller",
     "PushObserver",
     "Recorder",
+    "RoundRobin",
     "apply_event",
+    "apply_presence",
+    "followed_since_from",
     "state_from_graphql",
     "state_query",
 ]
@@ -90,10 +103,30 @@ class GraphQL:
         return body["data"], size
 
 
+class RoundRobin:
+    """`GraphQL` over several nodes: each request goes to the next node in turn."""
+
+    def __init__(self, nodes: Sequence[GraphQL]) -> None:
+        if not nodes:
+            raise ValueError("no nodes")
+        self.nodes = list(nodes)
+        self._next = itertools.cycle(self.nodes)
+
+    async def request(
+        self, token: str, query: str, variables: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, Any], int]:
+        return await next(self._next).request(token, query, variables)
+
+
 # -- the state a path shows ----------------------------------------------------
 
 
-def state_query(domains: Iterable[str], events: Sequence[str]) -> tuple[str, dict[str, Any]]:
+def state_query(
+    domains: Iterable[str],
+    events: Sequence[str],
+    orgs: Sequence[str] = (),
+    presence_of: Sequence[str] = (),
+) -> tuple[str, dict[str, Any]]:
     """The GraphQL query (and variables) that reads the cursor and every state field."""
     domains = set(domains)
     fields = ["realtimeCursor { epoch seq }"]
@@ -113,14 +146,64 @@ def state_query(domains: Iterable[str], events: Sequence[str]) -> tuple[str, dic
             params.append(f"$e{i}: ID!")
             variables[f"e{i}"] = event_id
             fields.append(f"e{i}: event(id: $e{i}) {{ id rsvpCounts {{ going interested }} }}")
+    if "organization" in domains:
+        for i, org_id in enumerate(orgs):
+            params.append(f"$o{i}: ID!")
+            variables[f"o{i}"] = org_id
+            fields.append(
+                f"o{i}: organization(id: $o{i}) {{ viewerRole members {{ userId role }} }}"
+            )
+            fields.append(f"a{i}: announcements(orgId: $o{i}, first: 1) {{ id }}")
+    if "activity" in domains:
+        fields.append(f"feed(first: {FEED_PAGE}) {{ id authorId createdAt }}")
+        fields.append("sentFollowRequests { toUserId status updatedAt }")
+    if "presence" in domains and presence_of:
+        params.append("$pu: [ID!]!")
+        variables["pu"] = list(presence_of)
+        fields.append("presence(userIds: $pu) { userId status }")
     head = f"query ParityState({', '.join(params)})" if params else "query ParityState"
     return head + " { " + " ".join(fields) + " }", variables
 
 
+FEED_PAGE = 50
+
+
+def _org_state(view: Mapping[str, Any] | None, latest: Any) -> OrgState | None:
+    if view is None:
+        return None
+    role = view.get("viewerRole")
+    members = view.get("members")
+    known = members is not None and role in MANAGER_ROLES
+    return OrgState(
+        role=role,
+        members=tuple(sorted((m["userId"], m["role"]) for m in members)) if known else None,
+        announcement=(latest[0]["id"] if latest else None) if isinstance(latest, list) else None,
+    )
+
+
+def followed_since_from(sent: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Author -> when the viewer's follow was accepted, from `sentFollowRequests`."""
+    return {
+        r["toUserId"]: r["updatedAt"]
+        for r in sent
+        if r.get("status") == "ACCEPTED" and r.get("updatedAt")
+    }
+
+
 def state_from_graphql(
-    user_id: str, data: Mapping[str, Any], domains: Iterable[str], events: Sequence[str]
+    user_id: str,
+    data: Mapping[str, Any],
+    domains: Iterable[str],
+    events: Sequence[str],
+    orgs: Sequence[str] = (),
+    presence_of: Sequence[str] = (),
 ) -> tuple[UserState, str, int]:
-    """The user's state, the cursor's epoch and its seq, from a `state_query` response."""
+    """The user's state, the cursor's epoch and its seq, from a `state_query` response.
+
+    The domains added after the first four (organization, activity, presence)
+    read only what the response holds, so a response without them (an older
+    snapshot) leaves them empty.
+    """
     domains = set(domains)
     cursor = data["realtimeCursor"]
     state = UserState(user_id)
@@ -147,6 +230,23 @@ def state_from_graphql(
                 rsvp = event["rsvpCounts"]
                 counts[event_id] = (int(rsvp["going"]), int(rsvp["interested"]))
         changes["event_counts"] = counts
+    if "organization" in domains:
+        held = {}
+        for i, org_id in enumerate(orgs):
+            org = _org_state(data.get(f"o{i}"), data.get(f"a{i}"))
+            if org is not None:
+                held[org_id] = org
+        changes["orgs"] = held
+    if "activity" in domains and "feed" in data and "sentFollowRequests" in data:
+        since = followed_since_from(data["sentFollowRequests"])
+        items = [FeedItem(i["id"], i["authorId"], i["createdAt"]) for i in data["feed"]]
+        changes["followed_since"] = since
+        changes["feed_latest"] = newest_since(items, since, user_id)
+    if "presence" in domains and isinstance(data.get("presence"), list):
+        wanted = set(presence_of)
+        changes["presence"] = {
+            p["userId"]: p["status"] for p in data["presence"] if p["userId"] in wanted
+        }
     return state.evolve(**changes), str(cursor["epoch"]), int(cursor["seq"])
 
 
@@ -189,6 +289,12 @@ def apply_event(
         return state, None
     if type_ in ("follow.request.created", "follow.request.updated"):
         request = payload["request"]
+        if request.get("fromUserId") == me and state.followed_since is not None:
+            since = dict(state.followed_since)
+            author = request.get("toUserId")
+            if request.get("status") == "ACCEPTED" and author not in since:
+                since[author] = request.get("updatedAt")
+                state = state.evolve(followed_since=since)
         if state.follow_pending is None or request.get("toUserId") != me:
             return state, None
         pending = set(state.follow_pending)
@@ -197,6 +303,40 @@ def apply_event(
         else:
             pending.discard(request["id"])
         return state.evolve(follow_pending=pending), None
+    if type_ == "organization.member.updated":
+        org_id = payload.get("orgId")
+        org = state.orgs.get(org_id)
+        if org is None:
+            return state, None
+        user, role = payload.get("userId"), payload.get("role")
+        if user == me:
+            members = org.members
+            if role not in MANAGER_ROLES:
+                members = None  # no longer told of every change
+            elif org.role not in MANAGER_ROLES:
+                members = None  # promoted: the members so far are not pushed (refetch)
+            if members is not None:
+                members = _with_member(members, me, role)
+            org = OrgState(role=role, members=members, announcement=org.announcement)
+        elif org.members is not None:
+            org = attrs.evolve(org, members=_with_member(org.members, user, role))
+        return state.evolve(orgs={**state.orgs, org_id: org}), None
+    if type_ == "organization.announcement":
+        announcement = payload.get("announcement") or {}
+        org = state.orgs.get(announcement.get("orgId"))
+        if org is None or org.role is None:
+            return state, None
+        org = attrs.evolve(org, announcement=announcement.get("id"))
+        return state.evolve(orgs={**state.orgs, announcement["orgId"]: org}), None
+    if type_ == "activity.feed.item":
+        item = payload.get("item") or {}
+        if state.followed_since is None or item.get("authorId") not in state.followed_since:
+            return state, None
+        latest = dict(state.feed_latest)
+        current = latest.get(item["authorId"])
+        if current is None or item["createdAt"] >= current.created_at:
+            latest[item["authorId"]] = FeedItem(item["id"], item["authorId"], item["createdAt"])
+        return state.evolve(feed_latest=latest), None
     if type_ == "event.rsvp.updated":
         event_id = payload["rsvp"]["eventId"]
         if event_id not in set(watched_events) or event_id not in state.event_counts:
@@ -205,6 +345,23 @@ def apply_event(
         counts[event_id] = (int(payload["counts"]["going"]), int(payload["counts"]["interested"]))
         return state.evolve(event_counts=counts), None
     return state, None
+
+
+def _with_member(
+    members: tuple[tuple[str, str], ...], user: str, role: str | None
+) -> tuple[tuple[str, str], ...]:
+    kept = [(u, r) for u, r in members if u != user]
+    if role is not None:
+        kept.append((user, role))
+    return tuple(sorted(kept))
+
+
+def apply_presence(state: UserState, payload: Mapping[str, Any]) -> UserState:
+    """The state after a `user.presence.updated` (ephemeral) of a watched user."""
+    user = payload.get("userId")
+    if user not in state.presence:
+        return state
+    return state.evolve(presence={**state.presence, user: payload.get("status")})
 
 
 # -- what the observers saw ----------------------------------------------------
@@ -238,6 +395,16 @@ class UserSetup:
     domains: tuple[str, ...]  # the domains observed for this user
     push_domains: tuple[str, ...]  # those whose push is on (stage >= SHADOW)
     events: tuple[str, ...] = ()  # the events whose RSVP counts are watched
+    orgs: tuple[str, ...] = ()  # the organizations (of which the user is a member) watched
+    presence_of: tuple[str, ...] = ()  # the users whose presence is watched
+
+    def query(self, domains: Iterable[str]) -> tuple[str, dict[str, Any]]:
+        return state_query(domains, self.events, self.orgs, self.presence_of)
+
+    def parse(self, data: Mapping[str, Any], domains: Iterable[str]) -> tuple[UserState, str, int]:
+        return state_from_graphql(
+            self.user_id, data, domains, self.events, self.orgs, self.presence_of
+        )
 
 
 class Poller:
@@ -262,11 +429,11 @@ class Poller:
 
     async def poll_once(self) -> None:
         user = self.user
-        query, variables = state_query(user.domains, user.events)
+        query, variables = user.query(user.domains)
         self.recorder.requests[self.path] += 1
         try:
             data, size = await self.gql.request(user.token, query, variables)
-            state, _epoch, seq = state_from_graphql(user.user_id, data, user.domains, user.events)
+            state, _epoch, seq = user.parse(data, user.domains)
         except (GraphQLError, KeyError, TypeError, ValueError) as exc:
             now = trio.current_time()
             self.recorder.add(
@@ -312,12 +479,16 @@ class PushObserver:
         recorder: Recorder,
         *,
         retry_delay: float = 0.2,
+        away: bool = False,
     ) -> None:
         self.gql = gql
         self.ws_url = ws_url
         self.user = user
         self.recorder = recorder
         self.retry_delay = retry_delay
+        # Say AWAY on connecting (a hidden tab), so the observer's own socket does
+        # not hold the user ONLINE while the driver moves its presence.
+        self.away = away
         self.state: UserState | None = None
         self.epoch: str | None = None
         self.last_seq: int | None = None
@@ -342,14 +513,44 @@ class PushObserver:
     async def _snapshot(self) -> None:
         """Refetch the state over GraphQL at a cursor (initially and on reset)."""
         user = self.user
-        query, variables = state_query(user.push_domains, user.events)
+        query, variables = user.query(user.push_domains)
         self.recorder.requests["push"] += 1
         data, size = await self.gql.request(user.token, query, variables)
         self.recorder.bytes["push"] += size
-        self.state, self.epoch, self.last_seq = state_from_graphql(
-            user.user_id, data, user.push_domains, user.events
-        )
+        self.state, self.epoch, self.last_seq = user.parse(data, user.push_domains)
         self._emit(self.last_seq)
+
+    async def _refetch(self, domain: str) -> None:
+        """Refetch one domain's state, as a client does when the contract pushes it no
+        history: presence after (re)subscribing, an organization's members once promoted."""
+        assert self.state is not None
+        user = self.user
+        query, variables = user.query([domain])
+        self.recorder.requests["push"] += 1
+        data, size = await self.gql.request(user.token, query, variables)
+        self.recorder.bytes["push"] += size
+        fresh, _epoch, _seq = user.parse(data, [domain])
+        if domain == "presence":
+            self.state = self.state.evolve(presence=fresh.presence)
+        elif domain == "organization":
+            orgs = dict(self.state.orgs)
+            for org_id, org in fresh.orgs.items():
+                if org_id in orgs and orgs[org_id].members is None:
+                    orgs[org_id] = attrs.evolve(orgs[org_id], members=org.members)
+            self.state = self.state.evolve(orgs=orgs)
+        self._emit_domains([domain], self.last_seq)
+
+    def _emit_domains(self, domains: Sequence[str], version: int | None) -> None:
+        assert self.state is not None
+        self.recorder.add(
+            observe(
+                "push",
+                self.state,
+                domains=[d for d in domains if d in self.user.push_domains],
+                version=version,
+                observed_at=trio.current_time(),
+            )
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -402,6 +603,20 @@ class PushObserver:
                     id=resume_id,
                 )
             )
+            watches_presence = "presence" in self.user.push_domains and self.user.presence_of
+            if watches_presence:
+                for other in self.user.presence_of:
+                    await ws.send_message(
+                        encode_action(
+                            "subscribe", {"topic": f"presence:{other}"}, id=f"sub-{next(_ids)}"
+                        )
+                    )
+            if self.away:
+                await ws.send_message(
+                    encode_action("presence.set", {"status": "AWAY"}, id=f"away-{next(_ids)}")
+                )
+            if watches_presence:
+                await self._refetch("presence")
             self.ready.set()
             heartbeat = max(1.0, float(welcome.get("heartbeatIntervalMs", 30_000)) / 1000 / 2)
             async with trio.open_nursery() as nursery:
@@ -448,6 +663,10 @@ class PushObserver:
             self._mark = self.last_seq
             return
         seq = envelope.get("seq")
+        if type_ == "user.presence.updated" and self.state is not None:
+            self.state = apply_presence(self.state, payload)
+            self._emit_domains(["presence"], None)
+            return
         if not isinstance(seq, int) or self.last_seq is None or self.state is None:
             return  # ephemeral, replies, pongs
         now = trio.current_time()
@@ -476,6 +695,10 @@ class PushObserver:
             if read is not None:
                 self.recorder.reads.append(attrs.evolve(read, at=now, version=seq))
         self._emit(seq)
+        if type_ == "organization.member.updated" and any(
+            org.role in MANAGER_ROLES and org.members is None for org in self.state.orgs.values()
+        ):
+            await self._refetch("organization")
 
 
 def observed_domains(

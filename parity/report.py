@@ -215,8 +215,14 @@ def build_report(
     calibration: DomainReport | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     min_samples: int = DEFAULT_MIN_SAMPLES,
+    notes: Sequence[str] = (),
+    needed: int | None = None,
 ) -> DomainReport:
-    """Turn the differ's result for one domain into a report with a verdict."""
+    """Turn the differ's result for one domain into a report with a verdict.
+
+    `notes` are added to the reasons (how long the run went on, a time cap);
+    `needed`, the comparisons a clean domain needs to pass, is named when the
+    verdict is INCONCLUSIVE."""
     if kind not in KINDS:
         raise ValueError(f"unknown report kind {kind!r}")
     noise = noise_floor(calibration) if calibration is not None else None
@@ -229,6 +235,9 @@ def build_report(
         invariant_violations=len(violations),
     )
     reasons = list(decision.reasons)
+    reasons += list(notes)
+    if decision.outcome.value == "INCONCLUSIVE" and needed is not None:
+        reasons.append(f"{diff.n} comparisons of about {needed} needed at this threshold")
     if calibration is None and kind == "parity":
         reasons.append("no A/A calibration given: noise floor taken as 0")
     counts = diff.counts()

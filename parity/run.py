@@ -10,9 +10,19 @@ A run, in order:
    `poll` and `poll_b` in the same phase, the A/A run that measures the
    harness's own noise);
 4. observe (and drive) for `duration` seconds, then settle with no driving
-   for more than W, so the last changes are seen by both paths;
+   for more than W, so the last changes are seen by both paths; with
+   `until_decided`, `duration` is a minimum: the run goes on, comparing what
+   it holds every few seconds, until every domain has a verdict the
+   comparisons support (PASS or FAIL at the threshold) or `max_duration`
+   passes (the verdict is then INCONCLUSIVE, with the count it reached and
+   the count the threshold needs). A busy machine makes a run longer, not
+   weaker;
 5. compare with `parity.differ.Comparator`, check the invariants of each
    path, and build one report per domain (`parity.report.build_report`).
+
+Against several nodes (`url` a comma list) each user's poller, push
+observer and driver socket use different nodes (round robin), so every
+comparison crosses nodes.
 
 A parity run takes its noise floor from calibration reports: those in
 `RunConfig.calibration_dir`, or else in `<out>/calibration/` when present
@@ -29,6 +39,7 @@ import logging
 import random
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -44,18 +55,29 @@ from parity.invariants import (
     Violation,
     check_badge_sum,
     check_counts_fall_only_on_read,
+    check_domain_invariants,
     check_seq_continuity,
 )
 from parity.model import DOMAINS
-from parity.observers import GraphQL, GraphQLError, Poller, PushObserver, Recorder, UserSetup
+from parity.observers import (
+    GraphQL,
+    GraphQLError,
+    Poller,
+    PushObserver,
+    Recorder,
+    RoundRobin,
+    UserSetup,
+)
 from parity.report import (
     DomainReport,
     ReportError,
     build_report,
     format_table,
+    noise_floor,
     read_report,
     write_reports,
 )
+from parity.stats import DEFAULT_MIN_SAMPLES, DEFAULT_THRESHOLD, Outcome, decide, needed_samples
 
 __all__ = ["RunConfig", "RunError", "default_window", "run_from_args", "run_parity"]
 
@@ -93,11 +115,26 @@ class RunConfig:
     calibration_dir: Path | None = None
     progress: bool = True
     rate: float | None = None  # driver mutations per second; default 2.5 per user
+    until_decided: bool = False  # `duration` is then a minimum
+    max_duration: float = 900.0  # the time cap of an `until_decided` run
+    threshold: float = DEFAULT_THRESHOLD
+    min_samples: int = DEFAULT_MIN_SAMPLES
+
+    @property
+    def urls(self) -> list[str]:
+        """The nodes' base URLs (`url` may be a comma list)."""
+        return [u.strip().rstrip("/") for u in self.url.split(",") if u.strip()]
+
+    @property
+    def ws_urls(self) -> list[str]:
+        return [
+            u.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
+            for u in self.urls
+        ]
 
     @property
     def ws_url(self) -> str:
-        base = self.url.rstrip("/")
-        return base.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
+        return self.ws_urls[0]
 
 
 def _tokens(config: RunConfig) -> dict[str, str]:
@@ -175,29 +212,79 @@ def _violations(recorder: Recorder, users: Sequence[str], window: float) -> list
     out = list(recorder.violations)
     out += check_badge_sum(recorder.observations)
     out += check_counts_fall_only_on_read(recorder.observations, recorder.reads, window=window)
+    out += check_domain_invariants(recorder.observations)
     for user in users:
         out += check_seq_continuity(recorder.received.get(user, []), user_id=user)
     return out
 
 
+@attrs.define
+class Progress:
+    """What an `until_decided` run knows at its last check."""
+
+    checks: int = 0
+    counts: dict[str, int] = attrs.Factory(dict)  # domain -> comparisons (N)
+    undecided: tuple[str, ...] = ()
+    capped: bool = False
+    elapsed: float = 0.0
+
+
+def _decided(
+    config: RunConfig,
+    recorder: Recorder,
+    writes: Sequence,
+    users: Sequence[str],
+    *,
+    right: str,
+    window: float,
+    end: float,
+    noise: dict[str, float],
+) -> tuple[dict[str, int], tuple[str, ...]]:
+    """Compare what the run holds so far: each domain's N and the domains whose
+    verdict is still INCONCLUSIVE (blocking: run it in a thread)."""
+    diff = Comparator(window, left="poll", right=right).compare(
+        recorder.observations, end=end, writes=writes
+    )
+    violations = _violations(recorder, users, window)
+    counts, undecided = {}, []
+    for domain in config.domains:
+        part = diff.for_domain(domain)
+        broken = sum(1 for v in violations if v.domain in (domain, "stream"))
+        decision = decide(
+            part.divergent,
+            part.n,
+            noise=noise.get(domain, 0.0),
+            threshold=config.threshold,
+            min_samples=config.min_samples,
+            invariant_violations=broken,
+        )
+        counts[domain] = part.n
+        if decision.outcome is Outcome.INCONCLUSIVE:
+            undecided.append(domain)
+    return counts, tuple(undecided)
+
+
 async def _observe(
     config: RunConfig,
-    gql: GraphQL,
+    gqls: list[GraphQL],
     tokens: dict[str, str],
     stages: dict[str, dict[str, tuple[str, int]]],
     recorder: Recorder,
     *,
     interval: float,
     window: float,
+    progress: Progress,
 ) -> tuple[float, float, Driver | None]:
     """Run the observers (and the driver); returns the start and end instants."""
     users = list(tokens)
+    nodes = len(gqls)
     admin = (
         mint_token(config.secret, f"parity-{config.seed}-admin", admin=True)
         if (config.secret)
         else None
     )
-    scenario = await setup(gql, tokens, users) if config.drive else Scenario([], {})
+    everywhere = RoundRobin(gqls) if nodes > 1 else gqls[0]
+    scenario = await setup(everywhere, tokens, users) if config.drive else Scenario([], {})
     setups = []
     for user in users:
         user_stages = {d: s for d, (s, _ms) in stages[user].items()}
@@ -205,13 +292,21 @@ async def _observe(
             d for d in config.domains if Stage.parse(user_stages.get(d, "SHADOW")) >= Stage.SHADOW
         )
         setups.append(
-            UserSetup(user, tokens[user], config.domains, pushed, scenario.events_of(user))
+            UserSetup(
+                user,
+                tokens[user],
+                config.domains,
+                pushed,
+                scenario.events_of(user),
+                scenario.orgs_of(user),
+                scenario.neighbours_of(user),
+            )
         )
     driver = None
     if config.drive:
         driver = Driver(
-            gql,
-            config.ws_url,
+            everywhere,
+            config.ws_urls,
             tokens,
             users,
             scenario,
@@ -223,26 +318,38 @@ async def _observe(
     from tqdm import tqdm
 
     bar = tqdm(
-        total=round(config.duration),
+        total=round(config.max_duration if config.until_decided else config.duration),
         unit="s",
         desc="parity run" + (" (A/A)" if config.calibrate else ""),
         disable=not config.progress,
         file=sys.stderr,
     )
+    noise = {}
+    if not config.calibrate:
+        for domain in config.domains:
+            calibration = _calibration(config, domain)
+            if calibration is not None:
+                noise[domain] = noise_floor(calibration)
+    right = "poll_b" if config.calibrate else "push"
     async with trio.open_nursery() as nursery:
         pushes = []
-        for user in setups:
+        for i, user in enumerate(setups):
             offset = stagger.random() * interval
-            nursery.start_soon(Poller(gql, user, recorder, interval=interval, offset=offset).run)
+            # Across nodes: the poller on one, the push observer on the next.
+            poll_gql, push_gql = gqls[i % nodes], gqls[(i + 1) % nodes]
+            nursery.start_soon(
+                Poller(poll_gql, user, recorder, interval=interval, offset=offset).run
+            )
             if config.calibrate:
                 # In phase with `poll`, so that both pollers read the same versions
                 # as often as possible: only versions both read are compared.
                 poll_b = Poller(
-                    gql, user, recorder, interval=interval, path="poll_b", offset=offset
+                    push_gql, user, recorder, interval=interval, path="poll_b", offset=offset
                 )
                 nursery.start_soon(poll_b.run)
             else:
-                push = PushObserver(gql, config.ws_url, user, recorder)
+                ws_url = config.ws_urls[(i + 1) % nodes]
+                push = PushObserver(push_gql, ws_url, user, recorder, away=config.drive)
                 pushes.append(push)
                 nursery.start_soon(push.run)
         with trio.move_on_after(15):
@@ -262,12 +369,56 @@ async def _observe(
                     refresh=False,
                 )
 
-        with trio.move_on_after(config.duration):
-            nursery.start_soon(tick)
+        async def until_decided() -> None:
+            """Return once every domain is decided, or at the time cap."""
+            await trio.sleep(config.duration)
+            cap = start + max(config.max_duration, config.duration)
+            while True:
+                held = Recorder(
+                    observations=list(recorder.observations),
+                    reads=[*recorder.reads, *(driver.reads if driver is not None else ())],
+                    received={u: list(r) for u, r in recorder.received.items()},
+                    violations=list(recorder.violations),
+                )
+                check = partial(
+                    _decided,
+                    config,
+                    held,
+                    list(driver.writes) if driver is not None else (),
+                    users,
+                    right=right,
+                    window=window,
+                    end=trio.current_time(),
+                    noise=noise,
+                )
+                counts, undecided = await trio.to_thread.run_sync(check, limiter=COMPARE_LIMITER)
+                progress.checks += 1
+                progress.counts, progress.undecided = counts, undecided
+                progress.elapsed = trio.current_time() - start
+                if not undecided:
+                    return
+                if trio.current_time() >= cap:
+                    progress.capped = True
+                    return
+                wait = max(5.0, 0.25 * (trio.current_time() - start))
+                await trio.sleep(min(wait, max(0.0, cap - trio.current_time())))
+
+        async def driving() -> None:
             if driver is not None:
                 await driver.drive()
             else:
                 await trio.sleep_forever()
+
+        nursery.start_soon(tick)
+        if config.until_decided:
+            async with trio.open_nursery() as inner:
+                inner.start_soon(driving)
+                await until_decided()
+                inner.cancel_scope.cancel()
+        else:
+            with trio.move_on_after(config.duration):
+                await driving()
+        progress.elapsed = trio.current_time() - start
         await trio.sleep(window + interval + 0.5)  # settle: nothing driven, both paths catch up
         end = trio.current_time()
         nursery.cancel_scope.cancel()
@@ -287,17 +438,27 @@ async def run_parity(config: RunConfig) -> list[DomainReport]:
         raise RunError("no users to observe")
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     recorder = Recorder()
+    progress = Progress()
     started_at = utcnow()
     async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
-        gql = GraphQL(client, config.url)
+        gqls = [GraphQL(client, url) for url in config.urls]
+        if not gqls:
+            raise RunError("no --url given")
         try:
-            stages = await _stages(gql, tokens)
+            stages = await _stages(gqls[0], tokens)
         except GraphQLError as exc:
-            raise RunError(f"cannot read realtimeConfig from {config.url}: {exc}") from exc
+            raise RunError(f"cannot read realtimeConfig from {config.urls[0]}: {exc}") from exc
         interval = _interval(config, stages)
         window = config.window if config.window is not None else default_window(interval)
         _start, end, driver = await _observe(
-            config, gql, tokens, stages, recorder, interval=interval, window=window
+            config,
+            gqls,
+            tokens,
+            stages,
+            recorder,
+            interval=interval,
+            window=window,
+            progress=progress,
         )
     ended_at = utcnow()
     right = "poll_b" if config.calibrate else "push"
@@ -313,8 +474,17 @@ async def run_parity(config: RunConfig) -> list[DomainReport]:
     kind = "calibration" if config.calibrate else "parity"
     config_hash = _config_hash(config)
     reports = []
+    needed = needed_samples(config.threshold)
     for domain in config.domains:
         mine = [v for v in violations if v.domain in (domain, "stream")]
+        notes = []
+        if config.until_decided:
+            notes.append(
+                f"ran {progress.elapsed:.0f} s until decided"
+                if not progress.capped
+                else f"time cap of {config.max_duration:g} s reached "
+                f"after {progress.checks} check(s)"
+            )
         reports.append(
             build_report(
                 diff.for_domain(domain),
@@ -328,6 +498,10 @@ async def run_parity(config: RunConfig) -> list[DomainReport]:
                 traffic={"poll": recorder.traffic("poll"), right: recorder.traffic(right)},
                 violations=mine,
                 calibration=None if config.calibrate else _calibration(config, domain),
+                threshold=config.threshold,
+                min_samples=config.min_samples,
+                notes=tuple(notes),
+                needed=needed,
             )
         )
     return reports
@@ -356,6 +530,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         calibration_dir=Path(calibration) if calibration else None,
         progress=not args.no_progress,
         rate=getattr(args, "rate", None),
+        until_decided=bool(getattr(args, "until_decided", False)),
+        max_duration=float(getattr(args, "max_duration", None) or 900.0),
     )
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "Outcome",
     "decide",
     "detectable_rate",
+    "needed_samples",
     "percentile",
     "percentiles",
     "wilson_interval",
@@ -75,6 +76,25 @@ def wilson_interval(successes: int, n: int, z: float = Z_95_TWO_SIDED) -> tuple[
 
 def wilson_upper(successes: int, n: int, z: float = Z_95_TWO_SIDED) -> float:
     return wilson_interval(successes, n, z)[1]
+
+
+def needed_samples(
+    threshold: float = DEFAULT_THRESHOLD, *, noise: float = 0.0, min_samples: int = 0
+) -> int:
+    """The fewest comparisons with no divergence whose Wilson upper bound, minus the
+    noise, clears `threshold`: what a clean domain needs for a PASS (767 at 0.5%)."""
+    if threshold + noise >= 1:
+        return max(1, min_samples)
+    low, high = 1, 1
+    while wilson_upper(0, high) - noise >= threshold:
+        high *= 2
+    while low < high:
+        mid = (low + high) // 2
+        if wilson_upper(0, mid) - noise < threshold:
+            high = mid
+        else:
+            low = mid + 1
+    return max(low, min_samples)
 
 
 def percentile(samples: Sequence[float], p: float) -> float | None:

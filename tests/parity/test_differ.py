@@ -25,7 +25,7 @@ def compare(observations, *, end=100.0, window=5.0, **kw):
 
 
 def test_comparator_version_is_pinned():
-    assert Comparator(1.0).version == COMPARATOR_VERSION == "cutover-parity/2"
+    assert Comparator(1.0).version == COMPARATOR_VERSION == "cutover-parity/3"
 
 
 def test_match_at_the_same_version():
@@ -213,6 +213,18 @@ def test_unversioned_keys_align_by_time():
             ob("poll", key, (1, 0), None, 2.0),
             ob("push", key, (2, 0), None, 10.0),
             ob("poll", key, (2, 0), None, 12.0),
+            ob("poll", key, (5, 0), None, 40.0),
+        ]
+    )
+    # push never moved past (2, 0): the change to (5, 0) never reached it
+    assert classes(result) == [C.MATCH, C.MATCH, C.MISSING_PUSH]
+    result = compare(
+        [
+            ob("push", key, (1, 0), None, 1.0),
+            ob("poll", key, (1, 0), None, 2.0),
+            ob("push", key, (2, 0), None, 10.0),
+            ob("poll", key, (2, 0), None, 12.0),
+            ob("push", key, (4, 0), None, 38.0),
             ob("poll", key, (5, 0), None, 40.0),
         ]
     )

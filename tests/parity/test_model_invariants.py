@@ -50,7 +50,7 @@ def test_every_key_maps_back_to_its_domain():
     for domain in ("notification", "chat", "follow", "event"):
         assert {domain_of(k) for k in flatten(s, domain)} == {domain}
     with pytest.raises(ValueError):
-        domain_of("presence.online")
+        domain_of("weather.today")
 
 
 def test_state_is_immutable_and_evolves():

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -16,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_ROLLOUT = ROOT / "rollout" / "example.toml"
 WINDOW = 2.0  # the poll interval plus a slow round trip on a busy 2-core machine
 POLL_INTERVAL = 0.2
+# The domains the example rollout moves (the others stay OFF there).
+GATED = "notification,chat,follow,event"
 
 
 @attrs.frozen
@@ -50,6 +56,7 @@ def parity_run(
     duration: float = 10.0,
     seed: int = 1,
     extra: tuple[str, ...] = (),
+    domains: str = GATED,
 ) -> ParityRun:
     """Start a server under the example rollout (with faults, if any), run a
     driven parity run against it, stop it."""
@@ -73,6 +80,7 @@ def parity_run(
             "--poll-interval", str(POLL_INTERVAL),
             "--flags", str(EXAMPLE_ROLLOUT),
             "--out", str(out),
+            "--domains", domains,
             "--no-progress",
             *extra,
         )  # fmt: skip
@@ -84,3 +92,17 @@ def parity_run(
 @pytest.fixture(scope="module")
 def reports_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("parity")
+
+
+@contextlib.contextmanager
+def busy_machine(processes: int = 1) -> Iterator[None]:
+    """Other processes spinning on the CPU for as long as the block runs."""
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)
+    ]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from parity.model import ConversationState, UserState
 from parity.observers import apply_event, state_from_graphql, state_query
 
-DOMAINS = ("notification", "chat", "follow", "event")
+DOMAINS = ("notification", "chat", "follow", "event")  # the first four domains
 
 
 def test_the_state_query_reads_the_cursor_and_each_watched_event():
