@@ -15,6 +15,24 @@ A user's stage is sticky: `bucket(user_id)` is a stable hash of the user id
 in [0, 100), shared by every domain, so raising a percentage only adds users
 and the same users move together across domains (PROTOCOL.md section 3).
 
+Two optional tables steer the evidence and the automated rollout:
+
+    [parity]
+    audit_sample = 0.1        # share of polling requests each node audits (0..1; 0 = off)
+    audit_window_ms = 2000    # how long push has to deliver what a poll showed
+
+    [schedule]                # what `cutover rollout advance` steps through
+    steps = [
+      { stage = "SHADOW", percent = 100, soak = "24h" },
+      { stage = "LIVE", percent = 1, soak = "24h" },
+      { stage = "LIVE", percent = 100, soak = "48h" },
+      { stage = "RAMPDOWN", percent = 100, soak = "72h" },
+      { stage = "COMPLETE", percent = 100 },
+    ]
+
+and a domain's `since` (written by `cutover rollout`) says when its current
+step began; only evidence gathered since then counts towards the next step.
+
 Everything here is pure except `RolloutWatcher`, which reloads the file when
 it changes and keeps the last good configuration when an edit is invalid.
 """
@@ -34,16 +52,21 @@ from typing import Any
 import attrs
 import trio
 
+from gateway.events import parse_iso
+
 __all__ = [
     "DOMAINS",
     "DomainRollout",
+    "ParitySettings",
     "RolloutConfig",
     "RolloutError",
     "RolloutWatcher",
     "Stage",
+    "Step",
     "bucket",
     "domain_of_event",
     "load_rollout",
+    "parse_duration",
     "parse_rollout",
 ]
 
@@ -58,8 +81,10 @@ DOMAINS: tuple[str, ...] = (
     "activity",
     "presence",
 )
-DOMAIN_KEYS = ("stage", "percent", "poll_interval_ms", "rampdown_poll_interval_ms")
-TOP_LEVEL_KEYS = ("defaults", "domains")
+DOMAIN_KEYS = ("stage", "percent", "poll_interval_ms", "rampdown_poll_interval_ms", "since")
+TOP_LEVEL_KEYS = ("defaults", "domains", "parity", "schedule")
+PARITY_KEYS = ("audit_sample", "audit_window_ms")
+STEP_KEYS = ("stage", "percent", "soak")
 
 
 class RolloutError(ValueError):
@@ -145,6 +170,50 @@ class DomainRollout:
     percent: float = 100.0
     poll_interval_ms: int = 30_000
     rampdown_poll_interval_ms: int = 300_000
+    since: str | None = None  # when the current step began (`cutover rollout` writes it)
+
+    @property
+    def position(self) -> tuple[int, float]:
+        """Where the domain stands, for ordering against the schedule's steps."""
+        return (self.stage.rank, self.percent)
+
+
+@attrs.frozen
+class ParitySettings:
+    """The `[parity]` table: the server-side audit of real polling requests."""
+
+    audit_sample: float = 0.0
+    audit_window_ms: int = 2_000
+
+
+@attrs.frozen
+class Step:
+    """One step of the `[schedule]`: a stage at a percentage, held at least `soak_s`."""
+
+    stage: Stage
+    percent: float = 100.0
+    soak_s: float = 0.0
+    soak: str = "0s"
+
+    @property
+    def position(self) -> tuple[int, float]:
+        return (self.stage.rank, self.percent)
+
+    def describe(self) -> str:
+        return f"{self.stage.value} {self.percent:g}%"
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """`30s`, `45m`, `12h`, `7d`, `2w` in seconds; ValueError otherwise."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"bad duration {text!r} (expected e.g. 30m, 12h, 7d)")
+    amount, unit = match.groups()
+    return float(amount) * _UNITS[unit]
 
 
 DEFAULT_DOMAIN = DomainRollout()
@@ -158,6 +227,8 @@ class RolloutConfig:
     domains: dict[str, DomainRollout]
     source_hash: str = _DEFAULT_HASH
     path: str | None = None
+    parity: ParitySettings = ParitySettings()
+    schedule: tuple[Step, ...] = ()
 
     @classmethod
     def default(cls) -> RolloutConfig:
@@ -300,6 +371,16 @@ class _Checker:
                     values["stage"] = Stage.parse(value)
                 except ValueError as exc:
                     raise self.fail(where, f"{dotted}.stage: {exc}") from None
+            elif key == "since":
+                if not isinstance(value, str):
+                    raise self.fail(where, f"{dotted}.since must be a time string, got {value!r}")
+                try:
+                    parse_iso(value)
+                except (TypeError, ValueError):
+                    raise self.fail(
+                        where, f"{dotted}.since must be an ISO-8601 UTC time, got {value!r}"
+                    ) from None
+                values["since"] = value
             elif key == "percent":
                 if not _is_number(value):
                     raise self.fail(where, f"{dotted}.percent must be a number, got {value!r}")
@@ -314,15 +395,108 @@ class _Checker:
                 values[key] = value
         return attrs.evolve(base, **values)
 
+    def parity(self, raw: dict[str, Any]) -> ParitySettings:
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            where = ("parity", key)
+            if key not in PARITY_KEYS:
+                raise self.fail(
+                    where, f"unknown key parity.{key} (expected one of {', '.join(PARITY_KEYS)})"
+                )
+            if key == "audit_sample":
+                if not _is_number(value) or not 0 <= value <= 1:
+                    raise self.fail(
+                        where, f"parity.audit_sample must be a number within 0..1, got {value!r}"
+                    )
+                values[key] = float(value)
+            else:
+                if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                    raise self.fail(
+                        where, f"parity.{key} must be a positive integer, got {value!r}"
+                    )
+                values[key] = value
+        return ParitySettings(**values)
+
+    def step_line(self, index: int) -> int | None:
+        """The line of the `index`-th inline table of `schedule.steps`."""
+        start = _line_of(self.text, ("schedule", "steps"))
+        if start is None:
+            return None
+        seen = -1
+        for number, line in enumerate(self.text.splitlines()[start - 1 :], start=start):
+            for char in line.split("#", 1)[0]:
+                if char == "{":
+                    seen += 1
+                    if seen == index:
+                        return number
+        return start
+
+    def schedule(self, raw: dict[str, Any]) -> tuple[Step, ...]:
+        for key in raw:
+            if key != "steps":
+                raise self.fail(("schedule", key), f"unknown key schedule.{key} (expected steps)")
+        steps_raw = raw.get("steps", [])
+        if not isinstance(steps_raw, list):
+            raise self.fail(("schedule", "steps"), "schedule.steps must be a list of tables")
+        steps: list[Step] = []
+        for i, item in enumerate(steps_raw):
+
+            def bad(reason: str, i: int = i) -> RolloutError:
+                return RolloutError(reason, path=self.path, line=self.step_line(i))
+
+            if not isinstance(item, dict):
+                raise bad(f"schedule.steps[{i}] must be a table {{stage, percent, soak}}")
+            for key in item:
+                if key not in STEP_KEYS:
+                    raise bad(
+                        f"unknown key schedule.steps[{i}].{key} "
+                        f"(expected one of {', '.join(STEP_KEYS)})"
+                    )
+            if not isinstance(item.get("stage"), str):
+                raise bad(f"schedule.steps[{i}].stage must be a stage name")
+            try:
+                stage = Stage.parse(item["stage"])
+            except ValueError as exc:
+                raise bad(f"schedule.steps[{i}].stage: {exc}") from None
+            percent = item.get("percent", 100)
+            if not _is_number(percent) or not 0 < percent <= 100:
+                raise bad(f"schedule.steps[{i}].percent must be within 0 (excluded)..100")
+            soak = item.get("soak", "0s")
+            try:
+                soak_s = parse_duration(soak)
+            except ValueError as exc:
+                raise bad(f"schedule.steps[{i}].soak: {exc}") from None
+            step = Step(stage, float(percent), soak_s, soak)
+            if steps and step.position <= steps[-1].position:
+                raise bad(
+                    f"schedule.steps[{i}] ({step.describe()}) must come after "
+                    f"{steps[-1].describe()}: steps go forward"
+                )
+            steps.append(step)
+        return tuple(steps)
+
     def config(self, data: dict[str, Any], source_hash: str) -> RolloutConfig:
         for key in data:
             if key not in TOP_LEVEL_KEYS:
                 raise self.fail(
-                    (key,), f"unknown key {key!r} (expected [defaults] and [domains.<name>])"
+                    (key,),
+                    f"unknown key {key!r} (expected [defaults], [domains.<name>], [parity] "
+                    "and [schedule])",
                 )
+        parity = ParitySettings()
+        if "parity" in data:
+            parity = self.parity(self.table(data["parity"], ("parity",)))
+        schedule: tuple[Step, ...] = ()
+        if "schedule" in data:
+            schedule = self.schedule(self.table(data["schedule"], ("schedule",)))
         base = DEFAULT_DOMAIN
         if "defaults" in data:
-            base = self.domain(self.table(data["defaults"], ("defaults",)), base, ("defaults",))
+            defaults = self.table(data["defaults"], ("defaults",))
+            if "since" in defaults:
+                raise self.fail(
+                    ("defaults", "since"), "defaults.since: a step begins for one domain at a time"
+                )
+            base = self.domain(defaults, base, ("defaults",))
         domains = {name: base for name in DOMAINS}
         for name, raw in self.table(data.get("domains", {}), ("domains",)).items():
             if name not in DOMAINS:
@@ -332,7 +506,7 @@ class _Checker:
                 )
             keypath = ("domains", name)
             domains[name] = self.domain(self.table(raw, keypath), base, keypath)
-        return RolloutConfig(domains, source_hash, self.path)
+        return RolloutConfig(domains, source_hash, self.path, parity, schedule)
 
 
 def _parse(text: str, path: str | None, source_hash: str) -> RolloutConfig:
