@@ -14,7 +14,7 @@ import json
 import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, overload
 
 from pymongo import ReturnDocument
 from pymongo.errors import (
@@ -100,6 +100,10 @@ def epoch_seconds(date: dt.datetime) -> float:
     return date.replace(tzinfo=dt.UTC).timestamp()
 
 
+@overload
+def _named(doc: dict[str, Any], key: str = ...) -> Row: ...
+@overload
+def _named(doc: dict[str, Any] | None, key: str = ...) -> Row | None: ...
 def _named(doc: dict[str, Any] | None, key: str = "id") -> Row | None:
     """A document as a row: `_id` under the record kind's own key."""
     if doc is None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import psycopg
 
@@ -273,8 +273,15 @@ def advisory_key(purpose: str, scope: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def single_row(conn: psycopg.Connection[Any], sql: str) -> Any:
+    """The row of a query that always returns exactly one (a SELECT without FROM, SHOW)."""
+    row = conn.execute(sql).fetchone()
+    assert row is not None, sql
+    return row
+
+
 def _applied(conn: psycopg.Connection) -> set[int]:
-    (exists,) = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    (exists,) = single_row(conn, "SELECT to_regclass('schema_migrations') IS NOT NULL")
     if not exists:
         return set()
     return {version for (version,) in conn.execute("SELECT version FROM schema_migrations")}
@@ -287,9 +294,9 @@ def migrate(
 
     `conn` must be in autocommit mode with tuple rows: each step is its own transaction.
     """
-    (schema,) = conn.execute("SELECT current_schema()").fetchone()
+    (schema,) = single_row(conn, "SELECT current_schema()")
     if schema is None:
-        (path,) = conn.execute("SHOW search_path").fetchone()
+        (path,) = single_row(conn, "SHOW search_path")
         raise ValueError(
             f"no schema to migrate: search_path {path!r} names no schema that exists"
             " (create it first, or leave search_path unset for the public schema)"

@@ -13,9 +13,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable, Iterable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeAlias
 
 import psycopg
+from psycopg.rows import DictRow
 from psycopg.types.json import Json
 from psycopg_pool import PoolTimeout
 
@@ -24,7 +25,10 @@ from gateway.events import Cursor, StoredEvent, iso, new_id
 from gateway.store.base import Row, Tx
 from gateway.store.sqlite import new_epoch
 
-__all__ = ["PostgresTx", "detail", "raise_mapped", "unavailable"]
+__all__ = ["DictConnection", "PostgresTx", "detail", "raise_mapped", "unavailable"]
+
+DictConnection: TypeAlias = psycopg.Connection[DictRow]
+"""A pooled connection: its rows are dicts (`dict_row`)."""
 
 
 def detail(exc: BaseException) -> str:
@@ -54,19 +58,19 @@ class PostgresTx(Tx):
     """A transaction on one pooled connection."""
 
     def __init__(
-        self, conn: psycopg.Connection, clock: Callable[[], dt.datetime], *, writable: bool
+        self, conn: DictConnection, clock: Callable[[], dt.datetime], *, writable: bool
     ) -> None:
         self._conn = conn
         self._clock = clock
         self._writable = writable
 
-    def _q(self, sql: str, params: Any = ()) -> psycopg.Cursor:
+    def _q(self, sql: str, params: Any = ()) -> psycopg.Cursor[DictRow]:
         try:
             return self._conn.execute(sql, params)
         except psycopg.Error as exc:
             raise_mapped("a read", exc)
 
-    def _w(self, sql: str, params: Any = ()) -> psycopg.Cursor:
+    def _w(self, sql: str, params: Any = ()) -> psycopg.Cursor[DictRow]:
         if not self._writable:
             raise RuntimeError("a snapshot is read-only; use store.transaction()")
         try:

@@ -52,7 +52,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 import pymongo
@@ -238,10 +238,10 @@ class MongoStore(Store):
         with mapping_driver_errors(), turn:
             yield MongoTx(self._db, None, self._clock, writable=True)
 
-    def transaction(self) -> Iterator[MongoTx]:  # type: ignore[override]
+    def transaction(self) -> AbstractContextManager[MongoTx]:
         return self._begin(writable=True)
 
-    def snapshot(self) -> Iterator[MongoTx]:  # type: ignore[override]
+    def snapshot(self) -> AbstractContextManager[MongoTx]:
         return self._begin(writable=False)
 
     def run_transaction(self, fn: Callable[[MongoTx], T], *, budget_s: float = RETRY_BUDGET_S) -> T:

@@ -45,7 +45,7 @@ import datetime as dt
 import select
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -57,8 +57,14 @@ from psycopg_pool import ConnectionPool
 
 from gateway.errors import HistoryExpired, StoreUnavailable
 from gateway.events import Cursor, StoredEvent, utcnow
-from gateway.store._postgres_schema import Migration, advisory_key, applied_versions, migrate
-from gateway.store._postgres_tx import PostgresTx, detail, raise_mapped, unavailable
+from gateway.store._postgres_schema import (
+    Migration,
+    advisory_key,
+    applied_versions,
+    migrate,
+    single_row,
+)
+from gateway.store._postgres_tx import DictConnection, PostgresTx, detail, raise_mapped, unavailable
 from gateway.store.base import (
     DEFAULT_MAX_AGE,
     DEFAULT_MAX_COUNT,
@@ -124,7 +130,7 @@ def describe(url: str) -> str:
     return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
 
 
-def _looks_dead(conn: psycopg.Connection) -> bool:
+def _looks_dead(conn: psycopg.Connection[Any]) -> bool:
     """True when an idle connection was closed by the server (it has data or EOF waiting)."""
     if conn.closed or conn.broken:
         return True
@@ -181,9 +187,7 @@ class PostgresStore(Store):
         with _open_direct(conninfo, url) as conn:
             try:
                 migrate(conn)
-                database, schema = conn.execute(
-                    "SELECT current_database(), current_schema()"
-                ).fetchone()
+                database, schema = single_row(conn, "SELECT current_database(), current_schema()")
             except psycopg.OperationalError as exc:
                 raise unavailable("migrating the schema", exc) from exc
         self.schema = schema
@@ -193,7 +197,7 @@ class PostgresStore(Store):
             f" SELECT pg_advisory_xact_lock({self._write_lock_key})"
         )
         size = pool_size or pool_size_for_limiters()
-        self._pool = ConnectionPool(
+        self._pool: ConnectionPool[DictConnection] = ConnectionPool(
             conninfo,
             min_size=min(2, size),
             max_size=size,
@@ -205,7 +209,7 @@ class PostgresStore(Store):
         )
 
     @staticmethod
-    def _configure(conn: psycopg.Connection) -> None:
+    def _configure(conn: DictConnection) -> None:
         conn.execute(
             f"SET lock_timeout = {LOCK_TIMEOUT_MS};"
             f" SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_TIMEOUT_MS}"
@@ -213,7 +217,7 @@ class PostgresStore(Store):
 
     # -- connections -------------------------------------------------------------
 
-    def _checkout(self) -> psycopg.Connection:
+    def _checkout(self) -> DictConnection:
         if self._closed:
             raise RuntimeError("the store is closed")
         for _ in range(self._pool.max_size + 1):
@@ -229,7 +233,7 @@ class PostgresStore(Store):
             self._pool.putconn(conn)
         raise StoreUnavailable("the store is unavailable: every pooled connection was closed")
 
-    def _release(self, conn: psycopg.Connection) -> None:
+    def _release(self, conn: DictConnection) -> None:
         if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
             try:
                 conn.execute("ROLLBACK")
@@ -237,7 +241,7 @@ class PostgresStore(Store):
                 conn.close()
         self._pool.putconn(conn)
 
-    def _connect(self, begin: str | None) -> psycopg.Connection:
+    def _connect(self, begin: str | None) -> DictConnection:
         """A pooled connection, `begin` run on it (once more on another if the server closed it)."""
         for attempt in range(2):
             conn = self._checkout()
@@ -254,7 +258,7 @@ class PostgresStore(Store):
         raise AssertionError("unreachable")
 
     @contextmanager
-    def _session(self, begin: str | None, *, write: bool = False) -> Iterator[psycopg.Connection]:
+    def _session(self, begin: str | None, *, write: bool = False) -> Iterator[DictConnection]:
         """A pooled connection, its transaction begun with `begin` (None: autocommit).
 
         Writers of this process queue on a local lock first, so each node has
@@ -305,11 +309,11 @@ class PostgresStore(Store):
                 raise_mapped("a statement", exc)
 
     @contextmanager
-    def transaction(self) -> Iterator[PostgresTx]:  # type: ignore[override]
+    def transaction(self) -> Iterator[PostgresTx]:
         with self._begin(writable=True) as tx:
             yield tx
 
-    def snapshot(self) -> Iterator[PostgresTx]:  # type: ignore[override]
+    def snapshot(self) -> AbstractContextManager[PostgresTx]:
         return self._begin(writable=False)
 
     # -- streams ---------------------------------------------------------------
@@ -486,6 +490,7 @@ class PostgresStore(Store):
                     found = conn.execute(
                         f"SELECT * FROM parity_evidence WHERE {where} FOR UPDATE", key
                     ).fetchone()
+                    assert found is not None  # inserted above when missing, now locked
                     merged = merge_evidence(dict(found), row)
                     conn.execute(
                         "UPDATE parity_evidence SET counts = %s, samples = %s,"

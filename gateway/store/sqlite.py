@@ -15,7 +15,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -701,11 +701,11 @@ class SqliteStore(Store):
                     conn.rollback()
 
     @contextmanager
-    def transaction(self) -> Iterator[SqliteTx]:  # type: ignore[override]
+    def transaction(self) -> Iterator[SqliteTx]:
         with self._write_lock, self._begin("IMMEDIATE", writable=True) as tx:
             yield tx
 
-    def snapshot(self) -> Iterator[SqliteTx]:  # type: ignore[override]
+    def snapshot(self) -> AbstractContextManager[SqliteTx]:
         return self._begin("DEFERRED", writable=False)
 
     # -- streams ---------------------------------------------------------------
