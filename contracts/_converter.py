@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import enum
 import re
+import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -38,7 +39,11 @@ class _Mismatch(TypeError):
     """A value of the wrong JSON type or format; its text is the error message."""
 
 
-def _strict(expected: type, label: str):
+Hook = Callable[[Any, Any], Any]
+"""A structure hook: `hook(value, type)`."""
+
+
+def _strict(expected: type | types.UnionType, label: str) -> Hook:
     def structure(value: Any, _: Any) -> Any:
         if type(value) is bool and expected is not bool:
             raise _Mismatch(f"expected {label}, got a boolean")
@@ -65,7 +70,7 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
-def _pattern(label: str, regex: re.Pattern[str]):
+def _pattern(label: str, regex: re.Pattern[str]) -> Hook:
     check = _strict(str, "a string")
 
     def structure(value: Any, _: Any) -> str:
@@ -77,7 +82,7 @@ def _pattern(label: str, regex: re.Pattern[str]):
     return structure
 
 
-def _enum(cls: type[enum.Enum]):
+def _enum(cls: type[enum.Enum]) -> Hook:
     values = {member.value: member for member in cls}
 
     def structure(value: Any, _: Any) -> Any:
@@ -140,9 +145,13 @@ def _build() -> cattrs.Converter:
 
         return structure
 
+    def camel_renames(cls: type) -> dict[str, Any]:
+        # Typed `Any`, not `AttributeOverride`: mypy checks a `**dict` against every
+        # keyword parameter (the `_cattrs_*` flags), not only against `**kwargs`.
+        return {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
+
     def class_structure_factory(cls: type) -> Any:
-        renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
-        inner = make_dict_structure_fn(cls, conv, **renames)
+        inner: Hook = make_dict_structure_fn(cls, conv, **camel_renames(cls))
         check = _strict(Mapping, "an object")
 
         def structure(value: Any, _: Any) -> Any:
@@ -152,8 +161,9 @@ def _build() -> cattrs.Converter:
         return structure
 
     def class_unstructure_factory(cls: type) -> Any:
-        renames = {a.name: override(rename=to_camel(a.name)) for a in attrs.fields(cls)}
-        return make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **renames)
+        return make_dict_unstructure_fn(
+            cls, conv, _cattrs_omit_if_default=True, **camel_renames(cls)
+        )
 
     conv.register_structure_hook_factory(_is_list, list_factory)
     conv.register_structure_hook_factory(_is_dict, dict_factory)

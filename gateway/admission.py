@@ -55,8 +55,9 @@ class Route:
     authenticate: Authenticate | None = None
 
 
-def credential_of(scope: Mapping[str, Any]) -> object | None:
-    """The credential admission found for this request (a Principal, a publish credential)."""
+def credential_of(scope: Mapping[str, Any]) -> Any:
+    """The credential admission found for this request, None without one: what the
+    route's `authenticate` returned (a Principal, a publish credential), typed by it."""
     return scope.get(CREDENTIAL_KEY)
 
 

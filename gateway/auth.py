@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import jwt
@@ -30,6 +30,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from gateway.config import ConfigError
 from gateway.errors import TokenExpired, Unauthorized
+
+if TYPE_CHECKING:
+    from jwt.types import Options
 
 __all__ = [
     "AuthConfig",
@@ -49,12 +52,16 @@ MAX_TOKEN_CHARS = 16_384
 MAX_TICKET_CHARS = 256
 
 
+def _names(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
 @attrs.frozen
 class AuthConfig:
     """How this node verifies tokens and issues tickets."""
 
     secret: str | None = None
-    algorithms: tuple[str, ...] = attrs.field(default=("HS256",), converter=tuple)
+    algorithms: tuple[str, ...] = attrs.field(default=("HS256",), converter=_names)
     public_key: str | None = None  # PEM text, for RS*/ES*/PS*/EdDSA
     jwks_url: str | None = None
     audience: str | None = "cutover"
@@ -223,7 +230,7 @@ class Authenticator:
             raise Unauthorized(
                 f"token algorithm {alg!r} is not accepted (accepted: {', '.join(self.config.algorithms)})"
             )
-        options: dict[str, Any] = {
+        options: Options = {
             "require": ["exp", "sub"],
             "verify_aud": self.config.audience is not None,
         }

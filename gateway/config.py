@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -191,7 +192,8 @@ def settings_from(
 ) -> Settings:
     """Settings from parsed flags (None = not given) over `CUTOVER_*` variables."""
     environ = os.environ if environ is None else environ
-    values: dict[str, object] = {}
+    # Raw flags and strings: each field's converter parses and checks its own.
+    values: dict[str, Any] = {}
     for name in FIELDS:
         env = environ.get(f"CUTOVER_{name.upper()}")
         if env is not None and env != "":

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from gateway.events import Cursor, Outcome, StoredEvent
 
 __all__ = [
+    "BearerVerifier",
     "RolloutView",
     "Runner",
     "SessionDomain",
@@ -94,6 +95,12 @@ class TokenVerifier(Protocol):
     """Verifies a JWT into a principal (`auth.refresh`, the handshake)."""
 
     async def verify_async(self, token: str) -> Principal: ...
+
+
+class BearerVerifier(Protocol):
+    """Verifies an `Authorization: Bearer` header into a principal (the publish API)."""
+
+    async def bearer_async(self, header_value: str | None) -> Principal: ...
 
 
 class TopicAuthorizer(Protocol):

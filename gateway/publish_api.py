@@ -35,6 +35,7 @@ import attrs
 
 from gateway.errors import CutoverError, Forbidden, Unauthorized
 from gateway.events import Ephemeral, StoredEvent
+from gateway.ports import BearerVerifier
 from gateway.registry import EventType, PayloadInvalid, Registry, UnknownEventType
 from gateway.store import Store, Tx, run_store
 
@@ -139,7 +140,7 @@ class PublishApi:
         store: Store,
         publish: Publish,
         registry: Callable[[], Registry],
-        authenticator: Any,
+        authenticator: BearerVerifier,
         api_keys: Sequence[str],
         *,
         max_batch: int = DEFAULT_MAX_BATCH,

@@ -10,24 +10,28 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import attrs
 import trio
 
 import contracts
+from gateway import ports
 from gateway.auth import AuthConfig, Authenticator, Principal, TicketBook
 from gateway.config import Settings
 from gateway.domain import Domain, Viewer
-from gateway.events import Outcome, utcnow
+from gateway.events import Ephemeral, Outcome, StoredEvent, utcnow
 from gateway.faults import Faults, OmittingStore, parse_faults
-from gateway.registry import RegistryWatcher, TopicAuthorizer
+from gateway.registry import Registry, RegistryWatcher, TopicAuthorizer
 from gateway.rollout import RolloutWatcher
 from gateway.store import Store, open_store, run_store
 from gateway.ws.backplane import Backplane, LocalBackplane
 from gateway.ws.hub import Hub
+
+if TYPE_CHECKING:
+    from gateway.publish_api import PublishApi, PublishCredential
 
 __all__ = ["Runtime", "run_runtime"]
 
@@ -49,9 +53,9 @@ class Runtime:
     backplane: Backplane
     rollout: RolloutWatcher
     faults: Faults
-    registry: Any = None  # gateway.registry.RegistryWatcher when configured
-    topics: Any = None  # gateway.registry.TopicAuthorizer for app-declared topics
-    publisher: Any = None  # gateway.publish_api.PublishApi
+    registry: RegistryWatcher | None = None  # when the node serves a registry
+    topics: ports.TopicAuthorizer | None = None  # the registry's rules for app-declared topics
+    publisher: PublishApi | None = None  # with a registry or publish API keys
     draining: bool = False
 
     def viewer(self, principal: Principal) -> Viewer:
@@ -115,15 +119,20 @@ class Runtime:
             schema = {**schema, "registry": self.registry.current.json_schema()}
         return schema
 
-    async def publisher_credential(self, authorization: str | None, api_key: str | None):
+    def _publisher(self) -> PublishApi:
         if self.publisher is None:
             from gateway.errors import NotFound
 
             raise NotFound("the publish API is not enabled on this node")
-        return await self.publisher.credential(authorization, api_key)
+        return self.publisher
 
-    async def publish_api(self, credential, body: Any) -> tuple[int, dict]:
-        return await self.publisher.handle(credential, body)
+    async def publisher_credential(
+        self, authorization: str | None, api_key: str | None
+    ) -> PublishCredential:
+        return await self._publisher().credential(authorization, api_key)
+
+    async def publish_api(self, credential: PublishCredential, body: Any) -> tuple[int, dict]:
+        return await self._publisher().handle(credential, body)
 
 
 def _auth_config(settings: Settings) -> AuthConfig:
@@ -139,20 +148,29 @@ def _auth_config(settings: Settings) -> AuthConfig:
     )
 
 
-def _publish_api(runtime: Runtime):
+def _publish_api(runtime: Runtime) -> PublishApi:
     from gateway.publish_api import PublishApi
     from gateway.registry import build_registry, contract_builtins
 
     watcher = runtime.registry
-    fallback = build_registry([], builtins=contract_builtins()) if watcher is None else None
+    if watcher is not None:
 
-    async def publish(events, ephemeral) -> None:
+        def registry() -> Registry:
+            return watcher.current
+
+    else:
+        fallback = build_registry([], builtins=contract_builtins())
+
+        def registry() -> Registry:
+            return fallback
+
+    async def publish(events: Sequence[StoredEvent], ephemeral: Sequence[Ephemeral]) -> None:
         await runtime.publish(Outcome(None, tuple(events), tuple(ephemeral)))
 
     return PublishApi(
         runtime.store,
         publish,
-        (lambda: watcher.current) if watcher is not None else (lambda: fallback),
+        registry,
         runtime.authenticator,
         runtime.settings.publish_api_keys,
     )
@@ -186,7 +204,9 @@ async def _retention_sweep(runtime: Runtime, every_s: float = 3600) -> None:
         await trio.sleep(every_s)
 
 
-async def run_runtime(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def run_runtime(
+    settings: Settings, *, task_status: trio.TaskStatus[Runtime] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Open a node's parts, report the `Runtime`, and keep them until cancelled."""
     settings.check()
     faults = parse_faults(settings.faults)
@@ -194,12 +214,13 @@ async def run_runtime(settings: Settings, *, task_status=trio.TASK_STATUS_IGNORE
         log.warning("FAULT INJECTION ACTIVE: %s; this node is for proving the parity gate", faults)
     store: Store = await trio.to_thread.run_sync(open_store, settings.store)
     if faults.omit_push:
-        store = OmittingStore(store, faults)  # type: ignore[assignment]
+        # A pass-through proxy (`__getattr__`), a Store in all but its class.
+        store = cast(Store, OmittingStore(store, faults))
     try:
         async with trio.open_nursery() as nursery:
             rollout = RolloutWatcher(settings.flags)
             await nursery.start(rollout.run)
-            registry = None
+            registry: RegistryWatcher | None = None
             if settings.registry:
                 registry = RegistryWatcher([Path(p) for p in settings.registry])
                 await nursery.start(registry.run)

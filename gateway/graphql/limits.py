@@ -167,9 +167,10 @@ class _Depth:
         for node in selections:
             if isinstance(node, FieldNode):
                 reached = level + 1
-                descend = node.selection_set and node.name.value not in INTROSPECTION_ROOTS
-                if descend and reached <= self.stop_above:
-                    reached = self.of(node.selection_set.selections, reached)
+                below = node.selection_set
+                descend = below is not None and node.name.value not in INTROSPECTION_ROOTS
+                if below is not None and descend and reached <= self.stop_above:
+                    reached = self.of(below.selections, reached)
             elif isinstance(node, InlineFragmentNode):
                 reached = self.of(node.selection_set.selections, level)
             elif isinstance(node, FragmentSpreadNode):

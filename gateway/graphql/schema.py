@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 import attrs
-from graphql import GraphQLSchema, build_schema
+from graphql import GraphQLScalarType, GraphQLSchema, ValueNode, build_schema
 
 from gateway.errors import QueryTimeout
 from gateway.events import Outcome, iso, parse_iso
@@ -195,7 +195,7 @@ def _parse_datetime(value: Any) -> str:
     return iso(parse_iso(value))
 
 
-def _parse_datetime_literal(node, _variables=None) -> str:
+def _parse_datetime_literal(node: ValueNode, variables: dict[str, Any] | None = None) -> str:
     return _parse_datetime(getattr(node, "value", None))
 
 
@@ -205,9 +205,13 @@ def polling_schema() -> GraphQLSchema:
     sdl = resources.files("gateway.graphql").joinpath("schema.graphql").read_text("utf-8")
     schema = build_schema(sdl)
     scalar = schema.type_map["DateTime"]
-    scalar.serialize = _serialize_datetime
-    scalar.parse_value = _parse_datetime
-    scalar.parse_literal = _parse_datetime_literal
+    assert isinstance(scalar, GraphQLScalarType)
+    assert schema.query_type is not None and schema.mutation_type is not None
+    # A scalar of a schema built from SDL gets its functions set on the instance, as
+    # GraphQLScalarType.__init__ sets them itself; its stubs declare them as methods.
+    scalar.serialize = _serialize_datetime  # type: ignore[method-assign]
+    scalar.parse_value = _parse_datetime  # type: ignore[method-assign]
+    scalar.parse_literal = _parse_datetime_literal  # type: ignore[method-assign]
     for name, field in schema.query_type.fields.items():
         field.resolve = QUERIES[name]
     for name, field in schema.mutation_type.fields.items():

@@ -30,6 +30,7 @@ from gateway.ws.backplane import Backplane, LocalBackplane
 from ops import metrics as _metrics
 
 if TYPE_CHECKING:
+    from gateway.ports import RolloutView, Runner, SessionDomain, StreamStore
     from gateway.ws.sendbuffer import SendBuffer
 
 __all__ = ["Hub", "HubMember", "PresenceStatus"]
@@ -71,13 +72,13 @@ class Hub:
     def __init__(
         self,
         *,
-        domain: Any = None,
+        domain: SessionDomain | None = None,
         backplane: Backplane | None = None,
-        rollout: Any = None,
-        presence_runner: Any = None,
+        rollout: RolloutView | None = None,
+        presence_runner: Runner | None = None,
         rng: random.Random | None = None,
         reconnect_window_ms: tuple[int, int] = (1_000, 30_000),
-        store: Any = None,
+        store: StreamStore | None = None,
         tail_interval_s: float = 5.0,
     ) -> None:
         self.domain = domain
@@ -109,10 +110,10 @@ class Hub:
             await nursery.start(self.backplane.run, self)
             if self.store is not None:
                 self.tails = True
-                nursery.start_soon(self._tail_streams)
+                nursery.start_soon(self._tail_streams, self.store)
             task_status.started(self)
 
-    async def _tail_streams(self) -> None:
+    async def _tail_streams(self, store: StreamStore) -> None:
         """Every `tail_interval_s`, read every local user's stream head in one batched
         query and nudge the connections that are behind: a published event whose
         notification never arrived still reaches its users within the interval."""
@@ -124,7 +125,7 @@ class Hub:
             if not users:
                 continue
             try:
-                heads = await run_store(self.store.stream_heads, users)
+                heads = await run_store(store.stream_heads, users)
             except Exception:
                 log.warning("tailing the node's streams failed", exc_info=True)
                 continue
@@ -335,7 +336,7 @@ class Hub:
         return domain_of_event(event_type)
 
     def _push_enabled(self, user_id: str, domain: str) -> bool:
-        return bool(self.rollout.push_enabled(user_id, domain))
+        return self.rollout is None or bool(self.rollout.push_enabled(user_id, domain))
 
     # -- presence ------------------------------------------------------------
 
@@ -372,16 +373,18 @@ class Hub:
         """Store `status` as the user's presence and publish it to its watchers."""
         if self.domain is None:
             return
-        outcome = await self._run_presence(user_id, status)
+        outcome = await self._run_presence(self.domain, user_id, status)
         if isinstance(outcome, Outcome):
             await self.publish(outcome)
 
-    async def _run_presence(self, user_id: str, status: PresenceStatus) -> Any:
+    async def _run_presence(
+        self, domain: SessionDomain, user_id: str, status: PresenceStatus
+    ) -> Any:
         if self._presence_runner is not None:
-            return await self._presence_runner(self.domain.set_presence, user_id, status)
+            return await self._presence_runner(domain.set_presence, user_id, status)
         from gateway.store import run_store
 
-        return await run_store(self.domain.set_presence, user_id, status)
+        return await run_store(domain.set_presence, user_id, status)
 
     # -- shutdown ------------------------------------------------------------
 
