@@ -17,7 +17,11 @@ import statistics
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.browser.chromium import Chromium, Page
+
+pytestmark = pytest.mark.e2e  # real processes: a node, `make demo`, Chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "demo.png"

@@ -25,6 +25,8 @@ import pytest
 
 from tests.browser.proxy import free_port
 
+pytestmark = pytest.mark.e2e  # real processes: a node, `make demo`, Chromium
+
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 ELSEWHERE = {
