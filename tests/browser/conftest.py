@@ -61,6 +61,7 @@ class DemoNode:
     proxy: PushProxy | None = None
     process: ServerProcess | None = None
     ids: dict[str, str] = attrs.Factory(dict)
+    extra_args: list[str] = attrs.Factory(list)
 
     @property
     def url(self) -> str:
@@ -85,6 +86,7 @@ class DemoNode:
             "--parity-sample-rate", "1",
             "--parity-beacons-per-minute", "30",
             "--websocket-url", self.proxy.url,
+            *self.extra_args,
         ]  # fmt: skip
         self.process = ServerProcess(self.workdir, args).start()
         return self
