@@ -15,7 +15,8 @@ __all__ = ["add_bench_arguments", "run_bench"]
 
 BENCHMARKS = {
     "polling": "GraphQL polling: requests/s and CPU per request on one core",
-    "ws": "WebSocket: memory per idle connection and publish-to-receive latency",
+    "ws": "WebSocket: memory per idle connection, targeted, batch and broadcast delivery, "
+    "beside the bare trio-websocket and asyncio websockets servers",
     "publish": "publish API throughput beside the GraphQL mutation path",
     "cost": "keeping 1,000 users fresh: polling at 30 s and 5 s versus push",
 }
@@ -37,6 +38,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                 default="off",
                 help="cutover --ws-compression off, on (websockets clients offering "
                 "permessage-deflate) or both phases in one run",
+            )
+            bench.add_argument(
+                "--broadcasts",
+                type=int,
+                default=5,
+                help="system.notice broadcasts to every connection, one a second (0: none)",
             )
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "sample",
     "seed_users",
     "start_cutover",
+    "start_peer",
     "start_raw",
     "user_ids",
 ]
@@ -49,6 +50,7 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[2]
 LISTENING = re.compile(r"serving on (http://127\.0\.0\.1:[0-9]+)")
 RAW_LISTENING = re.compile(r"raw listening on ([0-9]+)")
+PEER_LISTENING = re.compile(r"peer listening on ([0-9]+)")
 POLL_QUERY = "{ unreadNotificationCount conversations { id unreadCount lastMessage { id body } } }"
 #: Conversations each seeded user opens with its next neighbours (so each
 #: user is in about twice as many), and notifications each user holds.
@@ -243,6 +245,15 @@ def start_raw(workdir: Path, nofile: int = 4096) -> ServerProcess:
     its ws:// base, and it takes `publish RATE SECONDS` lines on stdin."""
     command = [sys.executable, "-m", "ops.bench.raw_ws_server"]
     server = _spawn(command, RAW_LISTENING, workdir, nofile, stdin=True)
+    server.url = f"http://127.0.0.1:{server.url}"
+    return server
+
+
+def start_peer(workdir: Path, nofile: int = 4096) -> ServerProcess:
+    """The asyncio `websockets` server (`ops/bench/peer_ws_server.py`), with the
+    bare server's stdin commands; `url` is its ws:// base."""
+    command = [sys.executable, "-m", "ops.bench.peer_ws_server"]
+    server = _spawn(command, PEER_LISTENING, workdir, nofile, stdin=True)
     server.url = f"http://127.0.0.1:{server.url}"
     return server
 

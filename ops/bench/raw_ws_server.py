@@ -7,8 +7,11 @@ fixed rate, each to one random connected user and stamped with the wall time
 it was generated (`payload.t`, seconds), so publish-to-receive latency is
 measured the same way as on Cutover. No auth, no store, no buffering policy.
 
-Control is on stdin, one command a line: `publish RATE SECONDS` generates
-events and then logs `published N` on stderr. On start it logs
+Control is on stdin, one command a line: `publish RATE SECONDS [PHASE]`
+generates events (their payload names the phase) and then logs `published N`
+on stderr; `broadcast COUNT INTERVAL` sends COUNT `system.notice` envelopes
+(text `t=<stamp>`) to every connection, INTERVAL seconds apart, and logs
+`broadcast N`. On start it logs
 `raw listening on PORT` on stderr. Run: `python -m ops.bench.raw_ws_server`.
 """
 
@@ -61,7 +64,7 @@ class RawServer:
         except ConnectionClosed:
             pass
 
-    async def publish(self, rate: float, seconds: float) -> int:
+    async def publish(self, rate: float, seconds: float, phase: str = "targeted") -> int:
         """Generate `rate` events/s for `seconds`, each to one random connection."""
         count = 0
         total = int(rate * seconds)
@@ -77,10 +80,29 @@ class RawServer:
                     "id": new_id("evt"),
                     "type": "bench.event",
                     "sentAt": iso(utcnow()),
-                    "payload": {"t": time.time(), "n": n},
+                    "payload": {"t": time.time(), "n": n, "phase": phase},
                 }
                 nursery.start_soon(self._deliver, ws, json.dumps(envelope))
                 count += 1
+        return count
+
+    async def broadcast(self, count: int, interval: float) -> int:
+        """Send `count` notices to every connection, `interval` seconds apart."""
+        for n in range(count):
+            if n:
+                await trio.sleep(interval)
+            notice_id = new_id("evt")
+            envelope = {
+                "v": 1,
+                "id": notice_id,
+                "type": "system.notice",
+                "sentAt": iso(utcnow()),
+                "payload": {"id": notice_id, "text": f"t={time.time():.6f}", "severity": "info"},
+            }
+            message = json.dumps(envelope)
+            async with trio.open_nursery() as nursery:
+                for ws in list(self.connections.values()):
+                    nursery.start_soon(self._deliver, ws, message)
         return count
 
     async def control(self) -> None:
@@ -96,9 +118,13 @@ class RawServer:
                 while b"\n" in buffer:
                     line, buffer = buffer.split(b"\n", 1)
                     words = line.decode().split()
-                    if len(words) == 3 and words[0] == "publish":
-                        count = await self.publish(float(words[1]), float(words[2]))
+                    if len(words) in (3, 4) and words[0] == "publish":
+                        phase = words[3] if len(words) == 4 else "targeted"
+                        count = await self.publish(float(words[1]), float(words[2]), phase)
                         print(f"published {count}", file=sys.stderr, flush=True)
+                    elif len(words) == 3 and words[0] == "broadcast":
+                        count = await self.broadcast(int(words[1]), float(words[2]))
+                        print(f"broadcast {count}", file=sys.stderr, flush=True)
 
 
 async def serve() -> None:

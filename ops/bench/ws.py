@@ -10,7 +10,20 @@ then `cutover serve` over a temporary SQLite store), with the same client:
    RSS before) / connections;
 2. publish targeted events at `--rate` events/s for `--duration` seconds, each
    to one random connected user, and record publish-to-receive latency at the
-   clients: receive wall time minus the wall time stamped at publish.
+   clients: receive wall time minus the wall time stamped at publish;
+3. on Cutover, the same through the publish API (one event per request, paced
+   to `--rate`), then the publish API in batches of 100 as fast as
+   `--clients` HTTP clients send them; the floors generate events at the same
+   rate, then at 15,000 events/s (the design's bar for batches);
+4. broadcast: `--broadcasts` `system.notice` envelopes to every connection, one
+   a second (Cutover: admin `broadcastNotice` mutations), and the time from
+   each notice's stamp to its last receipt;
+5. on Cutover, the standard polling query for seeded users (`--clients` HTTP
+   clients for `--duration` seconds): server CPU per poll.
+
+Three servers in one run: Cutover, the bare trio-websocket server (the floor
+of this stack) and the asyncio `websockets` server
+(`ops/bench/peer_ws_server.py`, the Python peer), with the same clients.
 
 `--compression` chooses Cutover's phases: `off` (the default) starts it as
 is, with the same trio-websocket clients as the bare server; `on` starts it
@@ -20,11 +33,12 @@ counts the connections on which the extension was negotiated; `both` runs the
 two phases one after the other, each over a fresh store. trio-websocket never
 offers the extension, so the bare server is always measured without it.
 
-Publishing differs by necessity: the bare server generates and stamps the
-events itself; on Cutover a publisher task in this process sends admin
-`createNotification` GraphQL mutations (`--clients` concurrent HTTP clients,
-paced to the rate) whose text carries the stamp, so Cutover's latency
-includes the HTTP request, the GraphQL execution and the store commit. The
+Publishing differs by necessity: the bare servers generate and stamp the
+events themselves; on Cutover a publisher task in this process sends admin
+`createNotification` GraphQL mutations, or publish API requests
+(`--clients` concurrent HTTP clients, paced to the rate) whose payload carries
+the stamp, so Cutover's latency includes the HTTP request, the GraphQL
+execution or the publish API's checks, and the store commit. The
 server is pinned to CPU 0 and the clients and publisher to CPU 1 when the
 machine has two.
 """
@@ -60,11 +74,14 @@ from ops.bench._common import (
     pinned_self,
     raise_nofile,
     sample,
+    seed_users,
     send_line,
     start_cutover,
+    start_peer,
     start_raw,
     user_ids,
 )
+from ops.bench.polling import poll_once
 
 __all__ = [
     "client_process",
@@ -84,6 +101,22 @@ MUTATION = (
     'mutation($u: ID!, $t: String!) { createNotification(userId: $u, kind: "bench", '
     "text: $t) { id } }"
 )
+NOTICE = "mutation($t: String!) { broadcastNotice(text: $t) }"
+ROOT = Path(__file__).resolve().parents[2]
+REGISTRY = ROOT / "examples" / "registry"
+BATCH = 100
+#: The floors' generated rate in the batch phase: the design's bar for batches.
+BATCH_FLOOR_RATE = 15_000.0
+BROADCAST_EVERY_S = 1.0
+#: Users seeded (conversations, notifications) for the poll phase.
+POLL_USERS = 200
+#: Phases of targeted events, by the envelope type that carries their stamp.
+STAMPED = {
+    "notification.new": ("graphql", "notification", "text"),
+    "feed.like.created": ("publish", None, "postId"),
+    "goal.activity.created": ("batch", None, "goalId"),
+    "system.notice": ("broadcast", None, "text"),
+}
 
 
 # -- client processes --------------------------------------------------------
@@ -97,7 +130,11 @@ class ClientTally:
     failed: int = 0  # never connected (no welcome)
     lost: int = 0  # closed after the welcome
     failure: str = ""
-    latencies: list[float] = attrs.Factory(list)
+    #: Publish-to-receive latencies by phase ("targeted" on the floors and
+    #: "graphql" on Cutover, "publish", "batch"); broadcast notices are in
+    #: `notices`: stamp -> [receipts, latest latency].
+    latencies: dict[str, list[float]] = attrs.Factory(dict)
+    notices: dict[str, list[float]] = attrs.Factory(dict)
     frames: int = 0
     bytes: int = 0
     sent_frames: int = 0
@@ -116,7 +153,28 @@ class ClientTally:
 
     def counts(self) -> tuple[int, int, int, int, int]:
         """(frames received, bytes received, frames sent, bytes sent, stamped events)."""
-        return self.frames, self.bytes, self.sent_frames, self.sent_bytes, len(self.latencies)
+        stamped = sum(map(len, self.latencies.values()))
+        return self.frames, self.bytes, self.sent_frames, self.sent_bytes, stamped
+
+    def by_phase(self) -> dict[str, int]:
+        """Stamped events received so far, by phase (broadcast: receipts)."""
+        counts = {phase: len(values) for phase, values in self.latencies.items()}
+        counts["broadcast"] = sum(int(n) for n, _ in self.notices.values())
+        return counts
+
+    def record(self, text: str, received: float) -> None:
+        for line in text.split("\n"):
+            if line:
+                stamped = _stamp(json.loads(line))
+                if stamped is None:
+                    continue
+                phase, stamp = stamped
+                if phase == "broadcast":
+                    seen = self.notices.setdefault(f"{stamp:.6f}", [0, 0.0])
+                    seen[0] += 1
+                    seen[1] = max(seen[1], received - stamp)
+                else:
+                    self.latencies.setdefault(phase, []).append(received - stamp)
 
 
 def frame_header_bytes(size: int, masked: bool) -> int:
@@ -125,15 +183,18 @@ def frame_header_bytes(size: int, masked: bool) -> int:
     return base + (4 if masked else 0)
 
 
-def _stamp(envelope: dict) -> float | None:
-    """The publish wall time an event carries, if it is a benchmark event."""
+def _stamp(envelope: dict) -> tuple[str, float] | None:
+    """(phase, publish wall time) of a benchmark event; None for any other frame."""
     payload = envelope.get("payload") or {}
-    if envelope.get("type") == "bench.event":
-        return payload.get("t")
-    if envelope.get("type") == "notification.new":
-        text = (payload.get("notification") or {}).get("text", "")
-        if text.startswith("t="):
-            return float(text[2:])
+    kind = envelope.get("type")
+    if kind == "bench.event":
+        return payload.get("phase", "targeted"), payload["t"]
+    if kind in STAMPED:
+        phase, inner, field = STAMPED[kind]
+        holder = payload.get(inner) or {} if inner else payload
+        text = holder.get(field, "")
+        if isinstance(text, str) and text.startswith("t="):
+            return phase, float(text[2:])
     return None
 
 
@@ -164,11 +225,7 @@ async def _receive(ws, tally: ClientTally) -> None:
         size = len(frame.encode())
         tally.frames += 1
         tally.bytes += size + frame_header_bytes(size, masked=False)
-        for line in frame.split("\n"):
-            if line:
-                stamp = _stamp(json.loads(line))
-                if stamp is not None:
-                    tally.latencies.append(received - stamp)
+        tally.record(frame, received)
 
 
 async def _client(url: str, headers: list, tally: ClientTally, limiter, ping, task_status) -> None:
@@ -214,7 +271,7 @@ async def _client_main(
                 )
         pipe.send(_connected_reply(tally))
         while (await trio.to_thread.run_sync(pipe.recv, limiter=pipe_limiter)) == "mark":
-            pipe.send(("mark", tally.counts(), tally.lost))
+            pipe.send(("mark", tally.counts(), tally.lost, tally.by_phase()))
         nursery.cancel_scope.cancel()  # told "stop"
     pipe.send(("tally", attrs.asdict(tally)))
 
@@ -255,11 +312,7 @@ def _count_received(tally: ClientTally, frame: str | bytes) -> None:
     tally.frames += 1
     # Inflated size: with permessage-deflate the bytes on the wire are fewer.
     tally.bytes += size + frame_header_bytes(size, masked=False)
-    for line in text.split("\n"):
-        if line:
-            stamp = _stamp(json.loads(line))
-            if stamp is not None:
-                tally.latencies.append(received - stamp)
+    tally.record(text, received)
 
 
 async def _deflate_pinger(ws, tally: ClientTally, offset: float, every: float) -> None:
@@ -344,7 +397,7 @@ async def _deflate_main(
     await asyncio.gather(*readies)
     pipe.send(_connected_reply(tally))
     while (await loop.run_in_executor(None, pipe.recv)) == "mark":
-        pipe.send(("mark", tally.counts(), tally.lost))
+        pipe.send(("mark", tally.counts(), tally.lost, tally.by_phase()))
     for task in tasks:  # told "stop"
         task.cancel()
     await asyncio.wait(tasks, timeout=10)
@@ -368,6 +421,28 @@ def deflate_client_process(
 
 
 @attrs.define
+class Phase:
+    """One measured workload on one server: events published and what it cost."""
+
+    published: int = 0
+    seconds: float = 0.0
+    errors: int = 0
+    cpu_s: float = 0.0
+    received: int = 0
+    latencies: list[float] = attrs.Factory(list)
+    #: Broadcast only: each notice's (receipts, time to its last receipt).
+    notices: list[tuple[int, float]] = attrs.Factory(list)
+
+    @property
+    def rate(self) -> float:
+        return self.published / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_per_event_ms(self) -> float:
+        return self.cpu_s / self.published * 1000 if self.published else float("nan")
+
+
+@attrs.define
 class Result:
     """One server's figures."""
 
@@ -377,12 +452,6 @@ class Result:
     failed: int = 0
     rss_before: int = 0
     rss_after: int = 0
-    published: int = 0
-    publish_seconds: float = 0.0
-    publish_errors: int = 0
-    received: int = 0
-    latencies: list[float] = attrs.Factory(list)
-    cpu_s: float = 0.0
     connect_seconds: float = 0.0
     idle_cpu: float = 0.0
     loss_reason: str = ""
@@ -393,14 +462,16 @@ class Result:
     lost: int = 0
     compressed: int = 0
     extension: str = ""
+    #: "targeted" (GraphQL mutations on Cutover), "publish", "batch",
+    #: "broadcast", "poll" (Cutover only).
+    phases: dict[str, Phase] = attrs.Factory(dict)
 
     @property
     def per_connection(self) -> float:
         return (self.rss_after - self.rss_before) / self.connections if self.connections else 0.0
 
-    @property
-    def rate(self) -> float:
-        return self.published / self.publish_seconds if self.publish_seconds else 0.0
+    def phase(self, name: str) -> Phase:
+        return self.phases.get(name) or Phase()
 
 
 def targets_for(
@@ -443,42 +514,97 @@ def gather(clients, kind: str, timeout: float) -> list[tuple]:
 
 
 async def _publish_cutover(
-    url: str, secret: str, users: list[str], rate: float, seconds: float, clients: int
+    url: str,
+    secret: str,
+    api_key: str,
+    users: list[str],
+    source: str,
+    rate: float,
+    seconds: float,
+    clients: int,
 ) -> tuple[int, int, float]:
-    """Send paced `createNotification` mutations; return (ok, errors, seconds)."""
+    """Send `source` requests ("graphql": admin `createNotification` mutations,
+    "publish": one publish API event each, both paced to `rate`; "batch":
+    publish API batches of 100 as fast as answered, for `seconds`; "broadcast":
+    one admin `broadcastNotice` a second, `rate` of them); (ok, errors, seconds)."""
     admin = mint_token(secret, "bench-admin", admin=True, ttl_s=3600)
-    headers = {"Authorization": f"Bearer {admin}"}
-    total = int(rate * seconds)
+    graphql = {"Authorization": f"Bearer {admin}"}
+    keyed = {"X-Api-Key": api_key}
+    total = int(rate * seconds) if source in ("graphql", "publish") else 0
     slots = itertools.count()
     ok = errors = 0
+
+    def stamp() -> str:
+        return f"t={time.time():.6f}"
+
+    async def send(client: httpx.AsyncClient, n: int) -> int:
+        if source == "graphql":
+            variables = {"u": random.choice(users), "t": stamp()}
+            response = await client.post(
+                f"{url}/graphql", json={"query": MUTATION, "variables": variables}, headers=graphql
+            )
+            body = response.json()
+            return 1 if response.status_code == 200 and not body.get("errors") else 0
+        if source == "broadcast":
+            variables = {"t": stamp()}
+            response = await client.post(
+                f"{url}/graphql", json={"query": NOTICE, "variables": variables}, headers=graphql
+            )
+            body = response.json()
+            return 1 if response.status_code == 200 and not body.get("errors") else 0
+        if source == "publish":
+            body = _like_event(random.choice(users), stamp())
+            response = await client.post(f"{url}/realtime/events", json=body, headers=keyed)
+            return 1 if response.status_code == 202 else 0
+        at = stamp()
+        events = [_activity_event(random.choice(users), at, n * BATCH + i) for i in range(BATCH)]
+        response = await client.post(
+            f"{url}/realtime/events", json={"events": events}, headers=keyed
+        )
+        return BATCH if response.status_code == 202 else 0
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal ok, errors
         for n in slots:
-            if n >= total:
+            if total:
+                if n >= total:
+                    return
+                await trio.sleep_until(started + n / rate)
+            elif trio.current_time() - started >= seconds:
                 return
-            await trio.sleep_until(started + n / rate)
-            variables = {"u": random.choice(users), "t": f"t={time.time():.6f}"}
             try:
-                response = await client.post(
-                    f"{url}/graphql", json={"query": MUTATION, "variables": variables}
-                )
-                body = response.json()
-                if response.status_code == 200 and not body.get("errors"):
-                    ok += 1
-                else:
-                    errors += 1
+                got = await send(client, n)
             except (httpx.HTTPError, ValueError):
+                errors += 1
+                continue
+            if got:
+                ok += got
+            else:
                 errors += 1
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=30, headers=headers, limits=limits) as client:
-        # Warm up (query parsing, connections); unstamped texts are not measured.
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        if source == "broadcast":
+            started = trio.current_time()
+            for n in range(int(rate)):
+                await trio.sleep_until(started + n * BROADCAST_EVERY_S)
+                try:
+                    got = await send(client, n)
+                except (httpx.HTTPError, ValueError):
+                    got = 0
+                ok, errors = ok + got, errors + (1 - got)
+            return ok, errors, trio.current_time() - started
+        # Warm up (query parsing, schemas, connections); unstamped events are not measured.
         for n in range(min(20, len(users))):
-            await client.post(
-                f"{url}/graphql",
-                json={"query": MUTATION, "variables": {"u": users[n], "t": "warm-up"}},
-            )
+            if source == "graphql":
+                await client.post(
+                    f"{url}/graphql",
+                    json={"query": MUTATION, "variables": {"u": users[n], "t": "warm-up"}},
+                    headers=graphql,
+                )
+            else:
+                body = _like_event(users[n], "warm-up")
+                await client.post(f"{url}/realtime/events", json=body, headers=keyed)
         started = trio.current_time()
         async with trio.open_nursery() as nursery:
             for _ in range(clients):
@@ -486,35 +612,118 @@ async def _publish_cutover(
     return ok, errors, trio.current_time() - started
 
 
-def _wait_published(server: ServerProcess, timeout: float) -> int:
+def _like_event(user: str, stamp: str) -> dict:
+    payload = {"postId": stamp, "likerId": "bench", "likeCount": 1,
+               "createdAt": "2026-02-17T10:00:00Z"}  # fmt: skip
+    return {"type": "feed.like.created", "payload": payload, "to": {"users": [user]}}
+
+
+def _activity_event(user: str, stamp: str, n: int) -> dict:
+    activity = {"id": f"a{n}", "kind": "comment", "actorId": "bench",
+                "createdAt": "2026-02-17T10:00:00Z"}  # fmt: skip
+    payload = {"goalId": stamp, "activity": activity}
+    return {"type": "goal.activity.created", "payload": payload, "to": {"users": [user]}}
+
+
+async def _poll_cutover(
+    url: str, secret: str, users: list[str], seconds: float, clients: int
+) -> tuple[int, int, float]:
+    """The standard polling query for random seeded users; (ok, errors, seconds)."""
+    tokens = [mint_token(secret, u, ttl_s=3600) for u in users]
+    ok = errors = 0
+
+    async def loop(client: httpx.AsyncClient) -> None:
+        nonlocal ok, errors
+        while trio.current_time() - started < seconds:
+            try:
+                answered, _ = await poll_once(client, url, random.choice(tokens))
+            except (httpx.HTTPError, ValueError):
+                answered = False
+            ok, errors = ok + answered, errors + (not answered)
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        for token in tokens[:10]:  # warm up
+            await poll_once(client, url, token)
+        started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            for _ in range(clients):
+                nursery.start_soon(loop, client)
+    return ok, errors, trio.current_time() - started
+
+
+def _wait_logged(server: ServerProcess, word: str, timeout: float) -> int:
+    """Wait for the bare server's `<word> N` line (each counted once); N."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in server.log:
-            if line.startswith("published "):
+        for n, line in enumerate(server.log):
+            if line.startswith(f"{word} "):
+                server.log[n] = f"(seen) {line}"
                 return int(line.split()[1])
         time.sleep(0.05)
-    raise RuntimeError("the bare server did not finish publishing:\n" + "".join(server.log[-30:]))
+    raise RuntimeError(f"the bare server did not finish {word!r}:\n" + "".join(server.log[-30:]))
+
+
+def _marks(clients) -> list[tuple]:
+    for _, pipe in clients:
+        pipe.send("mark")
+    return gather(clients, "mark", 30)
 
 
 def stamped_so_far(clients) -> int:
     """Stamped events the client processes have received so far."""
-    for _, pipe in clients:
-        pipe.send("mark")
-    return sum(reply[1][4] for reply in gather(clients, "mark", 30))
+    return sum(reply[1][4] for reply in _marks(clients))
 
 
 def lost_so_far(clients) -> int:
     """Connections the client processes have seen closed after their welcome."""
-    for _, pipe in clients:
-        pipe.send("mark")
-    return sum(reply[2] for reply in gather(clients, "mark", 30))
+    return sum(reply[2] for reply in _marks(clients))
 
 
-def _drain(clients, published: int) -> None:
-    """Wait (bounded) for the published events to reach the clients."""
+def received_in(clients, phase: str) -> int:
+    """Stamped events of `phase` received so far (broadcast: receipts)."""
+    return sum(reply[3].get(phase, 0) for reply in _marks(clients))
+
+
+def _drain(clients, phase: str, expected: int) -> None:
+    """Wait (bounded) for a phase's events to reach the clients."""
     deadline = time.monotonic() + DRAIN_S
-    while stamped_so_far(clients) < published and time.monotonic() < deadline:
+    while received_in(clients, phase) < expected and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+def _run_phase(server, process, clients, secret, api_key, users, source, args) -> Phase:
+    """Publish one phase's events and measure the server's CPU meanwhile."""
+    phase = Phase()
+    connected = len(users)
+    cpu_before = sample(process).cpu_s
+    if secret is None:
+        if source == "broadcast":
+            send_line(server, f"broadcast {args.broadcasts} {BROADCAST_EVERY_S}")
+            phase.published = _wait_logged(server, "broadcast", args.broadcasts * 3 + 30)
+            phase.seconds = args.broadcasts * BROADCAST_EVERY_S
+        else:
+            rate = BATCH_FLOOR_RATE if source == "batch" else args.rate
+            send_line(server, f"publish {rate} {args.duration} {source}")
+            phase.published = _wait_logged(server, "published", args.duration * 3 + 30)
+            phase.seconds = args.duration
+    else:
+        amount = args.broadcasts if source == "broadcast" else args.rate
+        phase.published, phase.errors, phase.seconds = trio.run(
+            _publish_cutover,
+            server.url,
+            secret,
+            api_key,
+            users,
+            source,
+            amount,
+            args.duration,
+            args.clients,
+        )
+    phase.cpu_s = sample(process).cpu_s - cpu_before
+    expected = phase.published * (connected if source == "broadcast" else 1)
+    _drain(clients, source, expected)
+    return phase
 
 
 def _measure(
@@ -524,6 +733,7 @@ def _measure(
     args,
     two_cpus: bool,
     deflate: bool = False,
+    api_key: str = "",
 ) -> Result:
     result = Result()
     process = server.psutil()
@@ -558,26 +768,44 @@ def _measure(
     result.idle_cpu = (sample(process).cpu_s - idle.cpu_s) / IDLE_WINDOW_S
     result.lost_idle = lost_so_far(clients)
 
-    cpu_before = sample(process).cpu_s
+    sources = ["graphql", "publish", "batch", "broadcast"] if secret else ["targeted", "batch"]
     if secret is None:
-        send_line(server, f"publish {args.rate} {args.duration}")
-        result.published = _wait_published(server, args.duration * 3 + 30)
-        result.publish_seconds = args.duration
-    else:
-        ok, errors, took = trio.run(
-            _publish_cutover, server.url, secret, users, args.rate, args.duration, args.clients
+        sources.append("broadcast")
+    for source in sources:
+        if source == "broadcast" and not args.broadcasts:
+            continue
+        name = "targeted" if source == "graphql" else source
+        result.phases[name] = _run_phase(
+            server, process, clients, secret, api_key, users, source, args
         )
-        result.published, result.publish_errors, result.publish_seconds = ok, errors, took
-    result.cpu_s = sample(process).cpu_s - cpu_before
-    _drain(clients, result.published)
+    if secret is not None and getattr(args, "poll", True):
+        before = sample(process).cpu_s
+        poll = Phase()
+        poll.published, poll.errors, poll.seconds = trio.run(
+            _poll_cutover, server.url, secret, users[:POLL_USERS], args.duration, args.clients
+        )
+        poll.cpu_s = sample(process).cpu_s - before
+        result.phases["poll"] = poll
     for _, pipe in clients:
         pipe.send("stop")
+    notices: dict[str, list[float]] = {}
     for reply in gather(clients, "tally", 60):
         tally = reply[1]
-        result.latencies.extend(tally["latencies"])
+        for phase_name, values in tally["latencies"].items():
+            name = "targeted" if phase_name == "graphql" else phase_name
+            result.phases.setdefault(name, Phase()).latencies.extend(values)
+        for stamp, (count, latest) in tally["notices"].items():
+            seen = notices.setdefault(stamp, [0, 0.0])
+            seen[0] += count
+            seen[1] = max(seen[1], latest)
         result.lost += tally["lost"]
         result.loss_reason = result.loss_reason or tally["failure"]
-    result.received = len(result.latencies)
+    for phase in result.phases.values():
+        phase.received = len(phase.latencies)
+    if notices:
+        broadcast = result.phases.setdefault("broadcast", Phase())
+        broadcast.notices = [(int(n), latest) for n, latest in notices.values()]
+        broadcast.received = sum(n for n, _ in broadcast.notices)
     for process_, _ in clients:
         process_.join(10)
     return result
@@ -589,25 +817,38 @@ PHASES = {
     "on": [("cutover deflate", True)],
     "both": [("cutover", False), ("cutover deflate", True)],
 }
+FLOORS = ("raw trio-websocket", "websockets asyncio")
 
 
-def _print(raw: Result, cuts: list[tuple[str, Result]], args, state: str) -> None:
-    """One column per Cutover phase, the bare server, then each phase's ratio to it."""
+def _print(floors: list[Result], cuts: list[tuple[str, Result]], args, state: str) -> None:
+    """One column per Cutover phase, the two floors, then each phase's ratio to the
+    bare trio-websocket server."""
+
     ratios = ["ratio" if name == "cutover" else f"ratio {name.split()[-1]}" for name, _ in cuts]
     compression = getattr(args, "compression", "off")
     table = Table(
         f"ws benchmark: {args.connections} connections, {args.rate:g} events/s targeted "
         f"for {args.duration:g} s, 127.0.0.1, compression {compression}",
-        ["metric", *(name for name, _ in cuts), "raw trio-websocket", *ratios],
+        ["metric", *(name for name, _ in cuts), *FLOORS[: len(floors)], *ratios],
     )
 
-    def row(name: str, figure) -> None:
-        r = figure(raw)
+    def row(name: str, figure, floor_figure=None) -> None:
+        floor_figure = floor_figure or figure
+        r, *others = (floor_figure(f) for f in floors)
         values = [figure(cut) for _, cut in cuts]
-        table.add(name, *values, r, *(v / r if r else float("nan") for v in values))
+        table.add(name, *values, r, *others, *(v / r if r else float("nan") for v in values))
 
-    def stamped(q: float):
-        return lambda res: percentile(res.latencies, q) * 1000
+    def of(phase: str, figure):
+        return lambda res: figure(res.phase(phase))
+
+    def q(value: float):
+        return lambda p: percentile(p.latencies, value) * 1000
+
+    def last_receipt(value: float):
+        return lambda p: percentile([t for _, t in p.notices], value) * 1000
+
+    def nan(_):
+        return float("nan")
 
     row("connections held", lambda res: res.connections)
     row("connections opened", lambda res: res.opened)
@@ -618,19 +859,54 @@ def _print(raw: Result, cuts: list[tuple[str, Result]], args, state: str) -> Non
     row("server RSS with connections (MiB)", lambda res: res.rss_after / 2**20)
     row("connections lost by the end of the idle window", lambda res: res.lost_idle)
     row("connections lost by the end of the run", lambda res: res.lost)
-    row("events published", lambda res: res.published)
-    row("achieved publish rate (events/s)", lambda res: res.rate)
-    row("events received", lambda res: res.received)
-    for q in (50, 95, 99):
-        row(f"p{q} publish-to-receive (ms)", stamped(q))
-    row("max publish-to-receive (ms)", lambda res: max(res.latencies, default=0) * 1000)
-    row(
-        "server CPU per event (ms)",
-        lambda res: res.cpu_s / res.published * 1000 if res.published else float("nan"),
+    # Targeted events: GraphQL mutations on Cutover, generated events on the floors.
+    row("events published", of("targeted", lambda p: p.published))
+    row("achieved publish rate (events/s)", of("targeted", lambda p: p.rate))
+    row("events received", of("targeted", lambda p: p.received))
+    for value in (50, 95, 99):
+        row(f"p{value} publish-to-receive (ms)", of("targeted", q(value)))
+    row("max publish-to-receive (ms)", of("targeted", lambda p: max(p.latencies, default=0) * 1000))
+    row("server CPU per event (ms)", of("targeted", lambda p: p.cpu_per_event_ms))
+    # The publish API, one event per request (the floors: their targeted events).
+    single = "publish API single"
+    row(f"{single}: achieved rate (events/s)", of("publish", lambda p: p.rate),
+        of("targeted", lambda p: p.rate))  # fmt: skip
+    row(f"{single}: events received", of("publish", lambda p: p.received),
+        of("targeted", lambda p: p.received))  # fmt: skip
+    for value in (50, 99):
+        row(f"{single}: p{value} publish-to-receive (ms)", of("publish", q(value)),
+            of("targeted", q(value)))  # fmt: skip
+    row(f"{single}: server CPU per event (ms)", of("publish", lambda p: p.cpu_per_event_ms),
+        of("targeted", lambda p: p.cpu_per_event_ms))  # fmt: skip
+    # Batches of 100 as fast as answered (the floors: generated at 15,000/s).
+    batch = f"publish API batch of {BATCH}"
+    row(f"{batch}: accepted (events/s)", of("batch", lambda p: p.rate))
+    row(f"{batch}: events received", of("batch", lambda p: p.received))
+    row(f"{batch}: events published", of("batch", lambda p: p.published))
+    for value in (50, 99):
+        row(f"{batch}: p{value} publish-to-receive (ms)", of("batch", q(value)))
+    row(f"{batch}: server CPU per event (ms)", of("batch", lambda p: p.cpu_per_event_ms))
+    # Broadcast: every connection, one notice a second.
+    row("broadcast: notices sent", of("broadcast", lambda p: p.published))
+    row("broadcast: receipts", of("broadcast", lambda p: p.received))
+    row("broadcast: last receipt, median notice (ms)", of("broadcast", last_receipt(50)))
+    row("broadcast: last receipt, worst notice (ms)", of("broadcast", last_receipt(100)))
+    row("broadcast: server CPU per notice (ms)", of("broadcast", lambda p: p.cpu_per_event_ms))
+    row("poll: requests/s", of("poll", lambda p: p.rate), nan)
+    row("poll: server CPU per request (ms)", of("poll", lambda p: p.cpu_per_event_ms), nan)
+    table.notes.append(
+        "cutover's targeted events are admin createNotification mutations over HTTP, then "
+        "publish API requests (feed.like.created, one event each), both paced to the rate; "
+        f"batches of {BATCH} (goal.activity.created) go as fast as {args.clients} HTTP "
+        "clients get answers; the store commit is in every path. The floors generate and "
+        "stamp their own events (their publish API rows repeat their targeted events; "
+        f"batches: generated at {BATCH_FLOOR_RATE:,.0f}/s); poll is Cutover's only"
     )
     table.notes.append(
-        "cutover events are admin createNotification mutations over HTTP (the store "
-        "commit is in the path); the bare server generates and stamps its own events"
+        f"broadcast: system.notice to every connection, one a second (cutover: admin "
+        "broadcastNotice mutations); last receipt is the time from a notice's stamp to "
+        "its last receiving client (the two client processes share CPU 1); poll: the "
+        f"standard polling query for {POLL_USERS} seeded users"
     )
     table.notes.append(
         f"clients ping every {PING_EVERY_S:g} s as the protocol asks, spread evenly; "
@@ -647,12 +923,12 @@ def _print(raw: Result, cuts: list[tuple[str, Result]], args, state: str) -> Non
                 f"{cut.extension or 'no extension'!r}; the other columns use trio-websocket "
                 "clients, which offer no extension"
             )
-    for name, res in [*cuts, ("raw trio-websocket", raw)]:
-        if res.failed or res.lost or res.publish_errors:
+    for name, res in [*cuts, *zip(FLOORS, floors, strict=False)]:
+        errors = sum(p.errors for p in res.phases.values())
+        if res.failed or res.lost or errors:
             table.notes.append(
                 f"{name}: {res.failed} connections failed to connect, {res.lost} were closed "
-                f"after connecting (first: {res.loss_reason[:120]}); "
-                f"{res.publish_errors} publish errors"
+                f"after connecting (first: {res.loss_reason[:120]}); {errors} publish errors"
             )
         if res.lost_idle:
             table.notes.append(
@@ -676,6 +952,8 @@ def _websockets_version() -> str:
 def main(args: argparse.Namespace) -> int:
     """Run the benchmark and print its table; 0 on success."""
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not hasattr(args, "broadcasts"):
+        args.broadcasts = 5
     connections = max(1, args.connections)
     phases = PHASES[getattr(args, "compression", "off")]
     nofile = connections + 1024
@@ -683,21 +961,30 @@ def main(args: argparse.Namespace) -> int:
     state = conditions()
     users = user_ids(connections)
     secret = secrets.token_hex(32)
+    api_key = f"pk_bench_{secrets.token_hex(16)}"
     cuts: list[tuple[str, Result]] = []
+    floors: list[Result] = []
     # This process publishes on CPU 1 with the clients; the server runs on CPU 0.
     with (
         pinned_self(1) as two_cpus,
         tempfile.TemporaryDirectory(prefix="cutover-bench-") as tmp,
     ):
-        with start_raw(Path(tmp), nofile) as raw_server:
-            raw = _measure(raw_server, users, None, args, two_cpus)
+        for start in (start_raw, start_peer):
+            with start(Path(tmp), nofile) as floor:
+                floors.append(_measure(floor, users, None, args, two_cpus))
         for name, deflate in phases:
             workdir = Path(tmp) / name.replace(" ", "-")
             workdir.mkdir()
-            extra = ["--ws-compression", "on" if deflate else "off"]
+            seed_users(workdir / "bench.db", min(POLL_USERS, connections))
+            extra = [
+                "--ws-compression", "on" if deflate else "off",
+                "--registry", str(REGISTRY),
+                "--publish-api-keys", api_key,
+            ]  # fmt: skip
             with start_cutover(workdir, secret, extra, nofile=nofile) as server:
-                cuts.append((name, _measure(server, users, secret, args, two_cpus, deflate)))
-    _print(raw, cuts, args, state)
+                result = _measure(server, users, secret, args, two_cpus, deflate, api_key)
+                cuts.append((name, result))
+    _print(floors, cuts, args, state)
     return 0
 
 
@@ -708,4 +995,5 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--compression", choices=sorted(PHASES), default="off")
+    parser.add_argument("--broadcasts", type=int, default=5)
     raise SystemExit(main(parser.parse_args()))

@@ -7,11 +7,11 @@ from tests.bench.conftest import bench_args, number, table_rows
 
 
 def test_ws_prints_side_by_side_figures(capsys):
-    assert ws.main(bench_args(connections=10, rate=10.0, duration=1.0)) == 0
+    assert ws.main(bench_args(connections=10, rate=10.0, duration=1.0, broadcasts=2)) == 0
     output = capsys.readouterr().out
     rows = table_rows(output, "metric")
     assert next(iter(rows)) == "connections held"
-    assert [number(c) for c in rows["connections held"][:2]] == [10, 10]
+    assert [number(c) for c in rows["connections held"][:3]] == [10, 10, 10]
     assert number(rows["events published"][1]) == 10  # the bare server's fixed count
     assert number(rows["events published"][0]) > 0
     assert number(rows["events received"][0]) == number(rows["events published"][0])
@@ -21,6 +21,17 @@ def test_ws_prints_side_by_side_figures(capsys):
         assert 0 < cut < 10_000 and 0 < raw < 10_000
     number(rows["RSS per idle connection (KiB)"][0])
     number(rows["server CPU per event (ms)"][0])
+    # The publish API source, batches and the broadcast, on Cutover and both floors.
+    for column in range(3):
+        single = "publish API single"
+        assert number(rows[f"{single}: events received"][column]) > 0
+        number(rows[f"{single}: server CPU per event (ms)"][column])
+        assert number(rows["publish API batch of 100: events received"][column]) > 0
+        assert number(rows["broadcast: receipts"][column]) == 10 * number(
+            rows["broadcast: notices sent"][column]
+        )
+        assert number(rows["broadcast: last receipt, worst notice (ms)"][column]) > 0
+    assert number(rows["poll: server CPU per request (ms)"][0]) > 0
 
 
 def test_ws_compression_both_negotiates_deflate_in_the_on_phase(capsys):
@@ -29,10 +40,11 @@ def test_ws_compression_both_negotiates_deflate_in_the_on_phase(capsys):
     output = capsys.readouterr().out
     header = next(line for line in output.splitlines() if line.startswith("metric"))
     assert header.split()[1:] == [
-        "cutover", "cutover", "deflate", "raw", "trio-websocket", "ratio", "ratio", "deflate",
+        "cutover", "cutover", "deflate", "raw", "trio-websocket", "websockets", "asyncio",
+        "ratio", "ratio", "deflate",
     ]  # fmt: skip
     rows = table_rows(output, "metric")
-    columns = {"off": 0, "on": 1, "raw": 2}
+    columns = {"off": 0, "on": 1, "raw": 2, "peer": 3}
 
     def figure(name: str, column: str) -> float:
         return number(rows[name][columns[column]])
@@ -48,6 +60,7 @@ def test_ws_compression_both_negotiates_deflate_in_the_on_phase(capsys):
     assert figure("compression negotiated (connections)", "on") == 10
     assert figure("compression negotiated (connections)", "off") == 0
     assert figure("compression negotiated (connections)", "raw") == 0
-    for ratio in rows["RSS per idle connection (KiB)"][3:5]:
+    assert figure("compression negotiated (connections)", "peer") == 0
+    for ratio in rows["RSS per idle connection (KiB)"][4:6]:
         number(ratio)
     assert "server_no_context_takeover" in output
