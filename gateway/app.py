@@ -40,6 +40,8 @@ from gateway.store import run_store
 from ops import metrics
 
 if TYPE_CHECKING:
+    from gateway.auth import Principal
+    from gateway.publish_api import PublishCredential
     from gateway.runtime import Runtime
 
 __all__ = ["create_app", "error_response"]
@@ -99,15 +101,15 @@ def create_app(runtime: Runtime) -> QuartTrio:
     )
     fair_share = FairShare(settings.graphql_slots_per_user, settings.graphql_queue_per_user)
 
-    async def bearer(headers) -> object:
+    async def bearer(headers) -> Principal:
         return await runtime.bearer(headers.get("authorization"))
 
-    async def publisher(headers) -> object:
+    async def publisher(headers) -> PublishCredential:
         return await runtime.publisher_credential(
             headers.get("authorization"), headers.get("x-api-key")
         )
 
-    app.asgi_app = Admission(  # type: ignore[method-assign]
+    app.asgi_app = Admission(  # type: ignore[method-assign,assignment]  # ASGI middleware (Quart's way) on a plain-dict scope
         app.asgi_app,
         {
             ("POST", "/graphql"): Route(settings.graphql_max_body_bytes, bearer),
@@ -211,7 +213,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
     # for the endpoints a page on another origin calls.
     ParityBeacons.for_runtime(runtime).install(app, bearer)
     install_browser_files(app, settings)
-    app.asgi_app = Cors(app.asgi_app, settings.allowed_origins)  # type: ignore[method-assign]
+    app.asgi_app = Cors(app.asgi_app, settings.allowed_origins)  # type: ignore[method-assign,assignment]  # ASGI middleware (Quart's way) on a plain-dict scope
     return app
 
 

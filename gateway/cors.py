@@ -77,7 +77,7 @@ class Cors:
         async def cors_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 headers = _with_vary(list(message.get("headers") or ()))
-                if allowed:
+                if allowed and origin is not None:
                     headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
                     headers.append((b"access-control-expose-headers", EXPOSED_HEADERS.encode()))
                 message = {**message, "headers": headers}

@@ -157,6 +157,7 @@ def banner(settings: Settings, ids: dict[str, str]) -> str:
         f"  Rollout:    {settings.flags} (edit it to move a domain)",
         f"  Seeded ids: {ids}\n",
     ]
+    assert settings.jwt_secret is not None  # prepare() set one
     for uid, name in DEMO_USERS.items():
         token = mint_token(settings.jwt_secret, uid, ttl_s=86400, name=name)
         lines.append(f"  token {uid:<6} {token}")

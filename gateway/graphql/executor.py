@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 from graphql import (
     DocumentNode,
+    ExecutionResult,
     FieldNode,
     GraphQLError,
     OperationDefinitionNode,
@@ -51,7 +52,7 @@ _BAD_REQUEST = {"code": "BAD_REQUEST"}
 
 
 def _format_error(error: GraphQLError) -> dict[str, Any]:
-    formatted = error.formatted
+    formatted: dict[str, Any] = dict(error.formatted)
     original = error.original_error
     if isinstance(original, CutoverError):
         formatted["message"] = original.message
@@ -142,7 +143,7 @@ class PollingExecutor:
             error = limit_error(
                 "bytes", "the query's size", size, limits.max_query_bytes, unit=" bytes"
             )
-            return Prepared(None, (error.formatted,))
+            return Prepared(None, (dict(error.formatted),))
         try:
             document = parse(query, max_tokens=limits.max_tokens)
         except GraphQLError as error:
@@ -214,6 +215,7 @@ class PollingExecutor:
                 result = run()
         else:
             result = run()
+        assert isinstance(result, ExecutionResult)  # every resolver is synchronous
         response: dict[str, Any] = {}
         if result.errors:
             response["errors"] = [_format_error(error) for error in result.errors]
@@ -224,7 +226,7 @@ class PollingExecutor:
 
     @staticmethod
     def _variable_error(error: GraphQLError) -> dict[str, Any]:
-        formatted = error.formatted
+        formatted: dict[str, Any] = dict(error.formatted)
         extensions = dict(_BAD_REQUEST)
         path = _variable_path(error)
         if path is not None:
