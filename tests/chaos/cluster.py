@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = ROOT / "examples" / "registry"
 NGINX_SITE = ROOT / "ops" / "nginx" / "cutover.conf"
 API_KEY = "chaos-publish-key"
+PING_EVERY_S = 10.0
 PG_URL = os.environ.get("CUTOVER_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -170,16 +171,16 @@ class Nginx:
 
     def _config(self) -> Path:
         site = NGINX_SITE.read_text()
-        upstream = "\n".join(
-            f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in self.node_ports
-        )
-        lines = [
-            line
-            for line in site.splitlines()
-            if not line.strip().startswith("server 127.0.0.1:808")
-        ]
-        site = "\n".join(lines).replace("    least_conn;", "    least_conn;\n" + upstream)
-        assert site.count(upstream) == 2, "both upstreams list the nodes"
+        lines = []
+        for line in site.splitlines():  # the shipped upstreams, with this cluster's ports
+            if line.strip().startswith("server 127.0.0.1:808"):
+                options = line.strip().split(" ", 2)[2]
+                if "8081" in line:
+                    lines += [f"    server 127.0.0.1:{p} {options}" for p in self.node_ports]
+                continue
+            lines.append(line)
+        site = "\n".join(lines)
+        assert site.count("server 127.0.0.1:") == 2 * len(self.node_ports)
         site = site.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
         (self.workdir / "cutover.conf").write_text(site)
         for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
@@ -328,6 +329,8 @@ class Tally:
     duplicates: int = 0
     gaps: int = 0
     reconnects: int = 0
+    silent_drops: int = 0
+    refusals: Counter[str] = attrs.Factory(Counter)
     node_ids: list[str] = attrs.Factory(list)
     reconnect_delays_ms: list[int] = attrs.Factory(list)
     resumed_at: float | None = None
@@ -353,7 +356,9 @@ class ResumingClient:
             try:
                 delay_ms = await self._session()
                 backoff = 0.05
-            except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError):
+            except HandshakeError as exc:
+                self.tally.refusals[str(getattr(exc, "status_code", type(exc).__name__))] += 1
+            except (OSError, ConnectionClosed, trio.BrokenResourceError):
                 pass
             self.tally.lost_at = self.tally.lost_at or time.monotonic()
             if delay_ms is not None:
@@ -371,8 +376,18 @@ class ResumingClient:
             url += f"?epoch={self.tally.epoch}&lastSeq={self.tally.last_seq}"
         async with open_websocket_url(url, extra_headers=headers, message_queue_size=1024) as ws:
             while True:
-                with trio.fail_after(40):
-                    frame = await ws.get_message()
+                # Ping like a real client when the stream is quiet; a socket that
+                # answers nothing for two pings is dropped and resumed.
+                frame = None
+                for _ in range(3):
+                    with trio.move_on_after(PING_EVERY_S):
+                        frame = await ws.get_message()
+                    if frame is not None:
+                        break
+                    await ws.send_message(json.dumps({"v": 1, "action": "ping", "payload": {}}))
+                if frame is None:
+                    self.tally.silent_drops += 1
+                    return None
                 for line in frame.split("\n"):
                     envelope = json.loads(line)
                     kind = envelope["type"]

@@ -5,6 +5,7 @@ delivered twice, every client back."""
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections import Counter
@@ -126,6 +127,13 @@ async def test_redis_stopped_for_10_s_then_delivery_resumes_on_its_own(cluster):
     assert 503 in not_ready
 
 
+def _nginx_errors(cluster: Cluster) -> list[tuple[str, int]]:
+    """What nginx complained about, by kind (for a failing test's report)."""
+    lines = (cluster.workdir / "error.log").read_text().splitlines()
+    kinds = Counter(re.sub(r"[0-9]+", "N", line.split("] ", 1)[-1].split(",")[0]) for line in lines)
+    return kinds.most_common(8)
+
+
 class _Frozen:
     def __init__(self, heads: dict[str, int]) -> None:
         self.heads = heads
@@ -204,10 +212,15 @@ async def test_rolling_restart_no_gap_and_reconnects_spread_over_the_jitter_wind
             await trio.to_thread.run_sync(cluster.restart, index)
         await trio.sleep(4)
         stop.set()
-        await _caught_up(clients, publisher, timeout=60)
+        try:
+            await _caught_up(clients, publisher, timeout=60)
+        except AssertionError:
+            print("nginx errors:", _nginx_errors(cluster))
+            raise
         nursery.cancel_scope.cancel()
     received, _ = _assert_exact(clients, publisher)
     delays = [d for c in clients for d in c.tally.reconnect_delays_ms]
+    silent = sum(c.tally.silent_drops for c in clients)
     buckets = Counter(min(d // 5000, 5) for d in delays)
     histogram = "  ".join(
         f"{b * 5}-{b * 5 + 5}s: {buckets.get(b, 0)}" for b in range(6)
@@ -215,7 +228,8 @@ async def test_rolling_restart_no_gap_and_reconnects_spread_over_the_jitter_wind
     print(
         f"\nrolling restart of 3 nodes: {len(delays)} system.reconnect delays, median "
         f"{statistics.median(delays) / 1000:.1f} s; histogram {histogram}; {received} events "
-        f"received of {publisher.accepted}, 0 lost, 0 duplicated"
+        f"received of {publisher.accepted}, 0 lost, 0 duplicated; {silent} sockets went silent"
     )
+    assert silent == 0
     assert len(delays) >= len(users)
     assert len({d // 5000 for d in delays}) >= 4  # spread over the window, not bunched
