@@ -10,19 +10,22 @@ methods as coroutines (httpx.AsyncClient on Trio). Every event gets an
 idempotency key (a random one unless you pass yours), so a retry after a
 connection error, a 502/503/504 or a 429 can never deliver an event twice:
 the gateway answers a repeated key with the original result.
+
+One source for both: `TrioPublisher` is written by hand
+(`gateway/_publish_trio.py`) and `Publisher` is generated from it
+(`gateway/_publish_sync.py`, by `python -m ops.unasync`).
 """
 
-from __future__ import annotations
-
-import random
-import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
-
-import attrs
-import httpx
-import trio
+from gateway._publish_common import (
+    Event,
+    PublishError,
+    PublishResult,
+    default_backoff,
+    event,
+    new_key,
+)
+from gateway._publish_sync import Publisher
+from gateway._publish_trio import TrioPublisher
 
 __all__ = [
     "Event",
@@ -30,252 +33,7 @@ __all__ = [
     "PublishResult",
     "Publisher",
     "TrioPublisher",
+    "default_backoff",
     "event",
+    "new_key",
 ]
-
-PATH = "/realtime/events"
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-MAX_RETRY_AFTER_S = 60.0
-
-Event = dict[str, Any]
-
-
-class PublishError(Exception):
-    """The gateway refused a publish (or could not be reached after every retry).
-
-    `status` is the HTTP status (0 when no answer came), `code` the error
-    code of the answer (`PAYLOAD_INVALID`, `UNAUTHORIZED`, ...), `path` the
-    failing field such as `events[3].payload.goalId`.
-    """
-
-    def __init__(self, status: int, code: str, message: str, path: str | None = None) -> None:
-        super().__init__(f"{status} {code}: {message}" + (f" (at {path})" if path else ""))
-        self.status = status
-        self.code = code
-        self.message = message
-        self.path = path
-
-
-@attrs.frozen
-class PublishResult:
-    """What the gateway accepted for one event: each recipient's `seq`, or the topic."""
-
-    type: str
-    recipients: dict[str, int]
-    topic: str | None
-    idempotency_key: str | None
-    replayed: bool
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PublishResult:
-        return cls(
-            type=data["type"],
-            recipients=dict(data.get("recipients") or {}),
-            topic=data.get("topic"),
-            idempotency_key=data.get("idempotencyKey"),
-            replayed=bool(data.get("replayed", False)),
-        )
-
-
-def event(
-    type: str,
-    payload: Mapping[str, Any],
-    *,
-    users: Iterable[str] | None = None,
-    topic: str | None = None,
-    idempotency_key: str | None = None,
-) -> Event:
-    """One event as the API takes it; exactly one of `users` and `topic`."""
-    if (users is None) == (topic is None):
-        raise ValueError("give exactly one of users=[...] or topic='prefix:id'")
-    to: dict[str, Any] = {"users": list(users)} if users is not None else {"topic": topic}
-    return {
-        "type": type,
-        "payload": dict(payload),
-        "to": to,
-        "idempotencyKey": idempotency_key or new_key(),
-    }
-
-
-def new_key() -> str:
-    return f"pub_{uuid.uuid4().hex}"
-
-
-def _with_keys(events: Sequence[Event]) -> list[Event]:
-    return [e if e.get("idempotencyKey") else {**e, "idempotencyKey": new_key()} for e in events]
-
-
-def _headers(token: str | None, api_key: str | None) -> dict[str, str]:
-    if (token is None) == (api_key is None):
-        raise ValueError("give exactly one of token= (a JWT with the publish scope) or api_key=")
-    if token is not None:
-        return {"Authorization": f"Bearer {token}"}
-    return {"X-Api-Key": api_key or ""}
-
-
-def default_backoff(attempt: int) -> float:
-    """Seconds before retry `attempt` (1, 2, ...): exponential with jitter, at most 5 s."""
-    return min(5.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random() / 2)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        try:
-            ms = response.json().get("error", {}).get("retryAfterMs")
-        except (ValueError, AttributeError):
-            return None
-        return min(MAX_RETRY_AFTER_S, ms / 1000) if isinstance(ms, int | float) else None
-    try:
-        return min(MAX_RETRY_AFTER_S, max(0.0, float(value)))
-    except ValueError:
-        return None
-
-
-def _outcome(response: httpx.Response) -> list[PublishResult]:
-    """The results of a 202, or the PublishError of any other answer."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code == 202 and isinstance(body, dict):
-        return [PublishResult.from_json(r) for r in body["results"]]
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        raise PublishError(
-            response.status_code,
-            str(error.get("code", "")),
-            str(error.get("message", "")),
-            error.get("path"),
-        )
-    raise PublishError(response.status_code, "HTTP_ERROR", response.text[:200])
-
-
-def _retryable(response: httpx.Response) -> bool:
-    return response.status_code in RETRY_STATUSES
-
-
-class Publisher:
-    """A synchronous publisher for one gateway (thread-safe like httpx.Client)."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: str | None = None,
-        api_key: str | None = None,
-        timeout: float = 10,
-        retries: int = 3,
-        backoff: Callable[[int], float] = default_backoff,
-        client: httpx.Client | None = None,
-    ) -> None:
-        self.url = url.rstrip("/") + PATH
-        self.retries = retries
-        self.backoff = backoff
-        self._headers = _headers(token, api_key)
-        self._client = client or httpx.Client(timeout=timeout)
-
-    def publish(
-        self,
-        type: str,
-        payload: Mapping[str, Any],
-        *,
-        users: Iterable[str] | None = None,
-        topic: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> PublishResult:
-        """Publish one event; its result (each recipient's `seq`)."""
-        body = event(type, payload, users=users, topic=topic, idempotency_key=idempotency_key)
-        return self._send(body)[0]
-
-    def publish_batch(self, events: Sequence[Event]) -> list[PublishResult]:
-        """Publish up to 1,000 events (see `event()`) all-or-nothing; their results in order."""
-        return self._send({"events": _with_keys(events)})
-
-    def _send(self, body: dict[str, Any]) -> list[PublishResult]:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = self._client.post(self.url, json=body, headers=self._headers)
-            except httpx.TransportError as exc:
-                if attempt > self.retries:
-                    raise PublishError(0, "UNREACHABLE", repr(exc)) from exc
-                time.sleep(self.backoff(attempt))
-                continue
-            if _retryable(response) and attempt <= self.retries:
-                time.sleep(_retry_after(response) or self.backoff(attempt))
-                continue
-            return _outcome(response)
-
-    def close(self) -> None:
-        self._client.close()
-
-    def __enter__(self) -> Publisher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class TrioPublisher:
-    """The same publisher for Trio programs: `await pub.publish(...)`."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        token: str | None = None,
-        api_key: str | None = None,
-        timeout: float = 10,
-        retries: int = 3,
-        backoff: Callable[[int], float] = default_backoff,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self.url = url.rstrip("/") + PATH
-        self.retries = retries
-        self.backoff = backoff
-        self._headers = _headers(token, api_key)
-        self._client = client or httpx.AsyncClient(timeout=timeout)
-
-    async def publish(
-        self,
-        type: str,
-        payload: Mapping[str, Any],
-        *,
-        users: Iterable[str] | None = None,
-        topic: str | None = None,
-        idempotency_key: str | None = None,
-    ) -> PublishResult:
-        """Publish one event; its result (each recipient's `seq`)."""
-        body = event(type, payload, users=users, topic=topic, idempotency_key=idempotency_key)
-        return (await self._send(body))[0]
-
-    async def publish_batch(self, events: Sequence[Event]) -> list[PublishResult]:
-        """Publish up to 1,000 events (see `event()`) all-or-nothing; their results in order."""
-        return await self._send({"events": _with_keys(events)})
-
-    async def _send(self, body: dict[str, Any]) -> list[PublishResult]:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                response = await self._client.post(self.url, json=body, headers=self._headers)
-            except httpx.TransportError as exc:
-                if attempt > self.retries:
-                    raise PublishError(0, "UNREACHABLE", repr(exc)) from exc
-                await trio.sleep(self.backoff(attempt))
-                continue
-            if _retryable(response) and attempt <= self.retries:
-                await trio.sleep(_retry_after(response) or self.backoff(attempt))
-                continue
-            return _outcome(response)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def __aenter__(self) -> TrioPublisher:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
