@@ -1,19 +1,17 @@
-"""Clients of both paths for end-to-end tests: GraphQL over httpx, WebSocket over trio-websocket."""
+"""The end-to-end tests' view of `gateway.client`: a node (or a cluster) in, a
+session or GraphQL data out."""
 
 from __future__ import annotations
 
-import itertools
 import json
-from collections import deque
 from typing import Any
 
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
 
-from contracts import encode_action, split_frame
+from gateway.client import GraphQL, GraphQLFailed, Session, connect_session
 
-_ids = itertools.count(1)
+__all__ = ["WsClient", "dumps", "gql", "ws_connect"]
 
 
 async def gql(
@@ -24,85 +22,41 @@ async def gql(
     *,
     expect_errors: bool = False,
 ) -> dict[str, Any]:
-    """POST /graphql; returns `data` (or the whole body when `expect_errors`)."""
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with httpx.AsyncClient(timeout=30) as client:
-        response = await client.post(
-            f"{url}/graphql", json={"query": query, "variables": variables or {}}, headers=headers
-        )
-    body = response.json()
-    if expect_errors:
-        body["status"] = response.status_code
-        return body
-    assert response.status_code == 200, body
-    assert "errors" not in body, body["errors"]
-    return body["data"]
+    """POST /graphql; returns `data` (or the whole body with its status when `expect_errors`)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        polling = GraphQL(http, url, token)
+        if expect_errors:
+            status, body = await polling.post(query, variables)
+            body["status"] = status
+            return body
+        try:
+            return await polling.query(query, variables)
+        except GraphQLFailed as failed:
+            raise AssertionError(failed.body) from None
 
 
-class WsClient:
-    """A WebSocket client that splits frames into envelopes and matches replies."""
-
-    def __init__(self, ws) -> None:
-        self.ws = ws
-        self.pending: deque[dict] = deque()
-        self.frames = 0
-        self.seen: list[dict] = []
+class WsClient(Session):
+    """A session whose reads give up after `timeout` seconds (10 by default)."""
 
     async def next(self, timeout: float = 10.0) -> dict:
         with trio.fail_after(timeout):
-            while not self.pending:
-                message = await self.ws.get_message()
-                self.frames += 1
-                self.pending.extend(split_frame(message))
-        envelope = self.pending.popleft()
-        self.seen.append(envelope)
-        return envelope
+            return await super().next()
 
     async def next_of(self, *types: str, timeout: float = 10.0) -> dict:
-        """The next envelope of one of `types`, skipping others."""
         with trio.fail_after(timeout):
-            while True:
-                envelope = await self.next(timeout)
-                if envelope["type"] in types:
-                    return envelope
-
-    async def send(
-        self, action: str, payload: dict | None = None, *, id: str | None = "auto", v: int = 1
-    ) -> str | None:
-        action_id = f"c-{next(_ids)}" if id == "auto" else id
-        await self.ws.send_message(encode_action(action, payload, id=action_id, v=v))
-        return action_id
-
-    async def send_raw(self, text: str) -> None:
-        await self.ws.send_message(text)
+            return await super().next_of(*types)
 
     async def call(self, action: str, payload: dict | None = None, timeout: float = 10.0) -> dict:
-        """Send an action and return its reply, keeping other envelopes queued in order."""
-        action_id = await self.send(action, payload)
-        return await self.reply_to(action_id, timeout)
+        with trio.fail_after(timeout):
+            return await super().call(action, payload)
 
     async def reply_to(self, action_id: str, timeout: float = 10.0) -> dict:
-        skipped = []
-        try:
-            with trio.fail_after(timeout):
-                while True:
-                    envelope = await self.next(timeout)
-                    if envelope.get("replyTo") == action_id:
-                        return envelope
-                    skipped.append(envelope)
-        finally:
-            self.pending.extendleft(reversed(skipped))
-            for _ in skipped:
-                self.seen.pop()
+        with trio.fail_after(timeout):
+            return await super().reply_to(action_id)
 
     async def closed(self, timeout: float = 10.0) -> int | None:
-        """Read until the server closes; returns the close code."""
         with trio.fail_after(timeout):
-            try:
-                while True:
-                    await self.ws.get_message()
-            except ConnectionClosed as closed:
-                return closed.reason.code
+            return await super().closed()
 
 
 def ws_connect(
@@ -114,24 +68,15 @@ def ws_connect(
     headers: list[tuple[str, str]] | None = None,
     message_queue_size: int = 64,
 ):
-    """An async context manager yielding a `WsClient` for `user` (Bearer header)."""
-    extra = list(headers or [])
-    if user is not None:
-        extra.append(("Authorization", f"Bearer {token or server.token(user)}"))
-    url = server.ws_url + (f"?{query}" if query else "")
-
-    class _Ctx:
-        async def __aenter__(self) -> WsClient:
-            self._cm = open_websocket_url(
-                url, extra_headers=extra, message_queue_size=message_queue_size
-            )
-            ws = await self._cm.__aenter__()
-            return WsClient(ws)
-
-        async def __aexit__(self, *exc) -> bool | None:
-            return await self._cm.__aexit__(*exc)
-
-    return _Ctx()
+    """A session for `user` (Bearer header) on `server`, as an async context manager."""
+    return connect_session(
+        server.ws_url,
+        token=(token or server.token(user)) if user is not None else None,
+        query=query,
+        headers=headers,
+        message_queue_size=message_queue_size,
+        session_class=WsClient,
+    )
 
 
 def dumps(value: Any) -> str:
