@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from gateway.domain import Domain, Viewer
+from gateway.errors import StoreUnavailable
 from gateway.graphql import RequestContext, execute_request
 from gateway.store import open_store
 
@@ -89,3 +90,18 @@ def test_polling_requests_count_each_domain_once_and_mutations_not_at_all(domain
     assert _polls("chat") == before["chat"] + 1
     assert _polls("notification") == before["notification"] + 1
     assert _polls("event") == before["event"]
+
+
+def test_a_mutation_the_store_cannot_take_answers_503_with_the_error(domain, monkeypatch):
+    def unavailable(*_args, **_kwargs):
+        raise StoreUnavailable("the store is unavailable: no connection in time")
+
+    monkeypatch.setattr(domain, "create_notification", unavailable)
+    admin = RequestContext(viewer=ADMIN, domain=domain, realtime_config=lambda uid: {})
+    status, body = execute_request(
+        {"query": 'mutation { createNotification(userId: "bob", kind: "k", text: "t") { id } }'},
+        admin,
+    )
+    assert status == 503
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "UNAVAILABLE"
