@@ -97,7 +97,9 @@ def create_app(runtime: Runtime) -> QuartTrio:
         settings.graphql_max_body_bytes, settings.publish_max_body_bytes
     )
     executor = PollingExecutor(
-        QueryLimits.from_settings(settings), cache_bytes=settings.graphql_cache_bytes
+        QueryLimits.from_settings(settings),
+        cache_bytes=settings.graphql_cache_bytes,
+        audit=getattr(runtime, "audit", None),  # None: no shadow audit (tests)
     )
     fair_share = FairShare(settings.graphql_slots_per_user, settings.graphql_queue_per_user)
 

@@ -71,6 +71,9 @@ MAX_MISMATCHED = 10
 MAX_LATENCIES = 20
 MAX_LATENCY_MS = 3_600_000
 WINDOW_S = 60
+# How a sample counts as parity evidence: a mismatch at the same cursor is a
+# divergence; an unaligned sample compared nothing (not counted in N).
+EVIDENCE_CLASS = {"match": "MATCH", "mismatch": "DIVERGED", "unaligned": "UNALIGNED"}
 KEEP_WINDOWS = 60
 MAX_USERS_PER_WINDOW = 10_000
 LATENCY_RESERVOIR = 512
@@ -387,10 +390,13 @@ class ParityBeacons:
         position: Callable[[str], Any],
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        evidence: Any = None,
     ) -> None:
         self.settings = settings
         self.stage_for = stage_for
         self.position = position
+        # gateway.evidence.EvidenceBook: the samples, kept in the store per hour
+        self.evidence = evidence
         per_minute = settings.parity_beacons_per_minute
         self.budget = UserBudget(per_minute, burst=max(1, per_minute // 2), clock=clock)
         self.book = BeaconBook(clock=wall_clock)
@@ -432,6 +438,14 @@ class ParityBeacons:
                 path="cursor",
             )
         start = self.book.record(beacon)
+        if self.evidence is not None:
+            for sample in beacon.samples:
+                mismatched = [
+                    {"key": _key_pattern(key), "class": "DIVERGED", "check": "beacon"}
+                    for key in sample.mismatched[:3]
+                ]
+                counts = {EVIDENCE_CLASS[sample.outcome]: 1}
+                self.evidence.add("beacon", sample.domain, sample.stage, counts, mismatched)
         for sample in beacon.samples:
             metrics.PARITY_BEACON_SAMPLES.labels(sample.domain, sample.stage, sample.outcome).inc()
             for path, values in (("push", sample.push_ms), ("poll", sample.poll_ms)):
@@ -456,7 +470,12 @@ class ParityBeacons:
         def position(user_id: str) -> Any:
             return runtime.store.stream_position(user_id)
 
-        return cls(runtime.settings, stage_for=stage_for, position=position)
+        return cls(
+            runtime.settings,
+            stage_for=stage_for,
+            position=position,
+            evidence=getattr(runtime, "evidence", None),
+        )
 
     def install(self, app: Any, bearer: Callable[[Any], Any]) -> None:
         """`POST /realtime/parity` (the user's Bearer JWT) and `GET /realtime/parity` (admin)."""

@@ -26,6 +26,7 @@ FLAG_HELP = {
     "demo_page": "serve the demo page at /demo (on in `cutover demo`)",
     "parity_sample_rate": "share of polls the browser SDK compares with push and reports (0.05)",
     "parity_beacons_per_minute": "parity beacons a user may send per minute (6)",
+    "evidence_flush_s": "seconds between writes of this node's parity evidence to the store (10)",
     "slow_consumer_timeout_s": "a WebSocket write blocked this long resets the connection (5)",
     "ws_compression": "permessage-deflate for clients that offer it: off (default) or on",
     "workers": "serve with N processes on one port (N > 1 needs --redis-url)",

@@ -132,6 +132,9 @@ class Settings:
     demo_page: bool = attrs.field(default=False, converter=_bool)
     parity_sample_rate: float = attrs.field(default=0.05, converter=float, validator=_fraction)
     parity_beacons_per_minute: int = attrs.field(default=6, converter=int, validator=_not_negative)
+    # The shadow audit and the beacons gather parity evidence (gateway.evidence);
+    # each node writes what it gathered to the store this often.
+    evidence_flush_s: float = attrs.field(default=10, converter=float, validator=_positive)
 
     # -- HTTP bodies and the cost of one GraphQL request (README, "Limits") --------
     graphql_max_body_bytes: int = attrs.field(default=131_072, converter=int, validator=_positive)

@@ -19,10 +19,12 @@ import trio
 
 import contracts
 from gateway import ports
+from gateway.audit import ShadowAudit, run_audit
 from gateway.auth import AuthConfig, Authenticator, Principal, TicketBook
 from gateway.config import Settings
 from gateway.domain import Domain, Viewer
 from gateway.events import Ephemeral, Outcome, StoredEvent, utcnow
+from gateway.evidence import EvidenceBook
 from gateway.faults import Faults, OmittingStore, parse_faults
 from gateway.registry import Registry, RegistryWatcher, TopicAuthorizer
 from gateway.rollout import RolloutWatcher
@@ -57,6 +59,8 @@ class Runtime:
     topics: ports.TopicAuthorizer | None = None  # the registry's rules for app-declared topics
     publisher: PublishApi | None = None  # with a registry or publish API keys
     draining: bool = False
+    evidence: EvidenceBook | None = None  # parity evidence from real traffic
+    audit: ShadowAudit | None = None  # sampled polls compared with the push path
 
     def viewer(self, principal: Principal) -> Viewer:
         return Viewer(
@@ -252,6 +256,7 @@ async def run_runtime(
             if registry is not None or settings.publish_api_keys:
                 runtime.publisher = _publish_api(runtime)
             nursery.start_soon(_retention_sweep, runtime)
+            runtime.evidence, runtime.audit = await nursery.start(run_audit, runtime)
             task_status.started(runtime)
             await trio.sleep_forever()
     finally:

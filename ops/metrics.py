@@ -15,6 +15,8 @@ __all__ = [
     "DISCONNECTS",
     "EVENTS_DELIVERED",
     "EVENTS_PUBLISHED",
+    "PARITY_AUDIT_COMPARISONS",
+    "PARITY_AUDIT_SAMPLES",
     "PARITY_BEACONS_REFUSED",
     "PARITY_BEACON_LATENCY",
     "PARITY_BEACON_SAMPLES",
@@ -95,6 +97,19 @@ PARITY_BEACONS_REFUSED = Counter(
     "cutover_parity_beacons_refused",
     "Parity beacons refused, by reason (bad_request, forbidden, conflict, rate_limited, ...)",
     ["reason"],
+    registry=REGISTRY,
+)
+PARITY_AUDIT_SAMPLES = Counter(
+    "cutover_parity_audit_samples",
+    "Polling requests the shadow audit sampled, by outcome (audited, queue_full, stale_epoch, "
+    "history_expired, failed)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+PARITY_AUDIT_COMPARISONS = Counter(
+    "cutover_parity_audit_comparisons",
+    "Keys the shadow audit compared, by domain and classification (MATCH, DIVERGED, ...)",
+    ["domain", "classification"],
     registry=REGISTRY,
 )
 PARITY_BEACON_LATENCY = Histogram(

@@ -122,9 +122,16 @@ class PollingExecutor:
     """Executes GraphQL-over-HTTP request bodies within `limits`, caching prepared queries."""
 
     def __init__(
-        self, limits: QueryLimits | None = None, *, cache_bytes: int = DEFAULT_CACHE_BYTES
+        self,
+        limits: QueryLimits | None = None,
+        *,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        audit: Any = None,
     ) -> None:
         self.limits = limits or QueryLimits()
+        # gateway.audit.ShadowAudit: picks polls to compare with the push path and
+        # takes each one's result and cursor (its work is done off this thread).
+        self.audit = audit
         self.cache: DocumentCache[Prepared] = DocumentCache(cache_bytes, CACHE_MAX_QUERY_BYTES)
         self._rules = self.limits.rules()
 
@@ -195,7 +202,12 @@ class PollingExecutor:
         coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
         if isinstance(coerced, list):
             return 400, {"errors": [self._variable_error(error) for error in coerced]}
-        if "realtimeCursor" in query:
+        audited = (
+            self.audit is not None
+            and prepared.reads_only
+            and self.audit.sample(ctx.viewer.user_id, prepared.polled_domains)
+        )
+        if "realtimeCursor" in query or audited:
             ctx.cursor = ctx.domain.realtime_cursor(ctx.viewer)
         run = partial(
             execute,
@@ -222,6 +234,8 @@ class PollingExecutor:
         response["data"] = result.data
         if any(isinstance(error.original_error, StoreUnavailable) for error in result.errors or ()):
             return 503, response  # the store, not the request: retrying later may work
+        if audited and result.data is not None and ctx.cursor is not None:
+            self.audit.offer(ctx.viewer, document, operation_name, coerced, result.data, ctx.cursor)
         return 200, response
 
     @staticmethod

@@ -224,6 +224,8 @@ class WebSocketEndpoint:
             extension=negotiated[0] if negotiated is not None else None,
             trailing_data=request.trailing,
         )
+        if self.runtime.audit is not None:  # below the faults: what reached the socket
+            transport = self.runtime.audit.wrap(principal.user_id, transport)
         faults = self.runtime.faults
         if faults is not None and faults.touches_frames:
             transport = FaultyTransport(transport, faults)
