@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from parity.model import DOMAINS
@@ -63,21 +64,57 @@ def add_parity_arguments(parser: argparse.ArgumentParser) -> None:
 
     gate = sub.add_parser("gate", help="exit 0/1/2: may the rollout file's stages stand?")
     gate.add_argument("--flags", required=True)
-    gate.add_argument("--reports", required=True)
-    gate.add_argument("--max-age", default="7d")
+    gate.add_argument("--reports", help="a directory of harness reports")
+    _live_arguments(gate)
+    gate.add_argument("--max-age", default="7d", help="the oldest a report may be (7d)")
 
     report = sub.add_parser("report", help="print the table a release engineer reads")
-    report.add_argument("reports")
+    report.add_argument("reports", nargs="?", help="a directory of harness reports")
+    _live_arguments(report)
+
+
+def _live_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="the evidence of real traffic kept in the store (the audit and the beacons)",
+    )
+    parser.add_argument("--store", help="the store URL of the live evidence [CUTOVER_STORE]")
+    parser.add_argument("--since", default="24h", help="the live evidence's window (24h)")
+
+
+def _store_url(args: argparse.Namespace) -> str | None:
+    if not getattr(args, "live", False):
+        return None
+    url = args.store or os.environ.get("CUTOVER_STORE")
+    if not url:
+        raise SystemExit("--live needs --store URL (or CUTOVER_STORE)")
+    return str(url)
 
 
 def run_parity_command(args: argparse.Namespace) -> int:
     if args.parity_command == "gate":
         from parity.gate import run_gate
 
-        return run_gate(Path(args.flags), Path(args.reports), args.max_age)
+        return run_gate(
+            Path(args.flags),
+            Path(args.reports) if args.reports else None,
+            args.max_age,
+            store_url=_store_url(args),
+            live_window=args.since,
+        )
     if args.parity_command == "report":
-        from parity.gate import run_report
+        from parity.gate import run_live_report, run_report
 
+        store_url = _store_url(args)
+        if store_url is not None:
+            code = run_live_report(store_url, args.since)
+            if args.reports:
+                print()
+                code = max(code, run_report(Path(args.reports)))
+            return code
+        if not args.reports:
+            raise SystemExit("give a reports directory, --live --store URL, or both")
         return run_report(Path(args.reports))
     from parity.run import run_from_args
 
