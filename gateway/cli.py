@@ -1,4 +1,4 @@
-"""The `cutover` command: serve, demo, token, contracts, parity, bench."""
+"""The `cutover` command: serve, demo, token, contracts, parity, rollout, bench."""
 
 from __future__ import annotations
 
@@ -144,6 +144,12 @@ def _cmd_parity(args: argparse.Namespace) -> int:
     return run_parity_command(args)
 
 
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from parity.progress import run_rollout_command
+
+    return run_rollout_command(args)
+
+
 def _cmd_ops(args: argparse.Namespace) -> int:
     from ops.operator import run_ops
 
@@ -216,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parity_arguments(parity)
     parity.set_defaults(handler=_cmd_parity)
+
+    rollout_cmd = commands.add_parser(
+        "rollout", help="move a domain along the rollout file's schedule, on evidence"
+    )
+    from parity.progress import add_rollout_arguments
+
+    add_rollout_arguments(rollout_cmd)
+    rollout_cmd.set_defaults(handler=_cmd_rollout)
 
     ops_cmd = commands.add_parser("ops", help="operator commands: status, notice, flags")
     from ops.operator import add_ops_arguments

@@ -237,25 +237,30 @@ def _judge_live(
     *,
     stale: LiveDomain | None,
     window: str,
+    step_began: bool = False,
     threshold: float,
     min_samples: int,
     soak: _dt.timedelta | None = None,
     now: _dt.datetime,
 ) -> DomainVerdict:
     back = stage.previous.name
+    since = f"the current step began ({window})" if step_began else window
     if live is None or live.n == 0:
         if stale is not None and stale.n:
+            what = (
+                "live evidence only from an earlier step" if step_began else "stale live evidence"
+            )
             return DomainVerdict(
                 domain,
                 stage.name,
                 "FAIL",
-                f"stale live evidence: the newest ended {stale.last_at}, before {window}",
+                f"{what}: the newest ended {stale.last_at}, before {since}",
                 back,
                 (),
                 (stale.describe(),),
             )
         return DomainVerdict(
-            domain, stage.name, "FAIL", f"no live evidence since {window}", back, (), ()
+            domain, stage.name, "FAIL", f"no live evidence since {since}", back, (), ()
         )
     decision = live.decide(threshold=threshold, min_samples=min_samples)
     summary = f"live N={live.n}, divergence upper bound {live.wilson_upper:.3%}"
@@ -346,6 +351,7 @@ def judge_domain(
         )
     if live_rows is not None:
         start = now - live_window
+        step_began = since is not None and since > start
         if since is not None and since > start:
             start = since
         live = summarize(live_rows, after=start).get(domain)
@@ -357,6 +363,7 @@ def judge_domain(
                 live,
                 stale=stale,
                 window=iso(start),
+                step_began=step_began,
                 threshold=threshold,
                 min_samples=min_samples,
                 soak=soak,
