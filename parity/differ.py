@@ -83,7 +83,7 @@ import enum
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import attrs
 
@@ -295,7 +295,9 @@ def _below(v: Version, hi: Version, inclusive: bool) -> bool:
     """Whether `v` lies below the upper end `hi` of a span (None: unbounded)."""
     if hi is None or not _comparable(v, hi):
         return True
-    return v <= hi if inclusive else v < hi
+    # _comparable: both are of one type (int seqs, or str timestamps)
+    a, b = cast(Any, v), cast(Any, hi)
+    return bool(a <= b if inclusive else a < b)
 
 
 def _spans_meet(left: _Entry, left_sampled: bool, right: _Entry, right_sampled: bool) -> bool:

@@ -167,7 +167,7 @@ class DomainReport:
                 ),
                 censored=int(data.get("censored", 0)),
                 unaligned=int(data.get("unaligned", 0)),
-                paths=tuple(data.get("paths", ("poll", "push"))),  # type: ignore[arg-type]
+                paths=tuple(data.get("paths", ("poll", "push"))),
             )
             parse_iso(report.started_at)
             parse_iso(report.ended_at)
@@ -341,7 +341,7 @@ TABLE_HEADER = (
 
 
 def _rows(reports: Iterable[DomainReport], now: _dt.datetime | None) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in sorted(reports, key=lambda r: r.domain):
         left, right = r.paths
         rows.append(
