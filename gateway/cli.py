@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -74,7 +75,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from gateway.workers import run_workers
 
         return run_workers(settings, args.log_level)
-    trio.run(serve, settings)
+    trio.run(functools.partial(serve, settings, freeze_gc=True))
     return 0
 
 

@@ -14,6 +14,7 @@ started again after a second.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -57,7 +58,7 @@ def _worker(settings: Settings, log_level: str) -> None:
 
     configure_logging(log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops workers with SIGTERM
-    trio.run(serve, settings)
+    trio.run(functools.partial(serve, settings, freeze_gc=True))
 
 
 def run_workers(settings: Settings, log_level: str = "INFO") -> int:
