@@ -153,7 +153,11 @@ class Front:
             # Only the head is read under the head timeout; the session runs outside
             # it, for as long as it lasts (its own timers end it).
             if b"\r\n\r\n" in data:
-                await self.websocket(stream, data)
+                # The head goes to the handler, and this frame keeps no reference
+                # to it (nor to its split) for the session's lifetime.
+                session = self.websocket(stream, data)
+                data = parts = b""
+                await session
             return
         if not data:
             return  # the client sent nothing in time, or went away

@@ -312,7 +312,10 @@ class Connection:
                 batch = await self.buffer.get_batch(self.settings.max_batch_bytes)
             except trio.EndOfChannel:
                 return
-            await self.transport.send("\n".join(batch))
+            text = "\n".join(batch)
+            del batch  # what was sent is not kept while the writer waits for more
+            await self.transport.send(text)
+            del text
 
     async def _reader(self) -> None:
         while True:

@@ -180,8 +180,13 @@ class WebSocketEndpoint:
         self.ws_settings = settings
 
     async def __call__(self, stream: trio.SocketStream, head: bytes) -> None:
+        # Each frame of the handshake hands its request on and drops it, so a
+        # session does not keep its raw head, its headers (with the bearer token)
+        # or their parse alive for as long as it lasts.
+        serving = self._serve(stream, head)
+        del head
         try:
-            await self._serve(stream, head)
+            await serving
         finally:
             with trio.CancelScope(shield=True):
                 await _aclose(stream)
@@ -189,14 +194,18 @@ class WebSocketEndpoint:
     async def _serve(self, stream: trio.SocketStream, head: bytes) -> None:
         try:
             request = UpgradeRequest.parse(head)
+            del head
             principal, method, version = await self._admit(request)
         except CutoverError as error:
             await _send_quietly(stream, refusal_response(error))
             return
+        user_id = principal.user_id
+        upgraded = self._upgraded(stream, request, principal, method, version)
+        del request, principal
         try:
-            await self._upgraded(stream, request, principal, method, version)
+            await upgraded
         finally:
-            self.runtime.hub.release_slot(principal.user_id)
+            self.runtime.hub.release_slot(user_id)
 
     async def _upgraded(
         self,
@@ -248,6 +257,7 @@ class WebSocketEndpoint:
             topic_authorizer=runtime.topics,
             resume_from=resume_from,
         )
+        del request, headers, accept, negotiated, principal
         await connection.serve()
 
     async def _admit(self, request: UpgradeRequest) -> tuple[Principal, str, str]:
