@@ -26,8 +26,6 @@ lower bound of its UTF-8 bytes.
 
 from __future__ import annotations
 
-import collections
-
 import attrs
 import trio
 
@@ -79,7 +77,9 @@ class SendBuffer:
         self._paced_items = max(1, int(max_items * paced_share))
         self._paced_bytes = max(1, int(max_bytes * paced_share))
         self._room = trio.Event()
-        self._slots: collections.deque[_Slot] = collections.deque()
+        # A list, not a deque: an idle connection's empty list is 56 bytes, an
+        # empty deque about 600; batches are taken from the front in one slice.
+        self._slots: list[_Slot] = []
         self._latest: dict[str, _Slot] = {}
         self._bytes = 0
         self._closed = False
@@ -183,13 +183,15 @@ class SendBuffer:
             return self.take_all()
         batch: list[str] = []
         size = 0
-        while self._slots and (not batch or size + len(self._slots[0].text) <= max_bytes):
-            slot = self._slots.popleft()
+        for slot in self._slots:
+            if batch and size + len(slot.text) > max_bytes:
+                break
             if slot.key is not None:
                 del self._latest[slot.key]
             batch.append(slot.text)
             size += len(slot.text) + 1
             self._bytes -= len(slot.text)
+        del self._slots[: len(batch)]
         self.stats.batches += 1
         self._room.set()
         return batch
