@@ -45,6 +45,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                 default=5,
                 help="system.notice broadcasts to every connection, one a second (0: none)",
             )
+            bench.add_argument(
+                "--nodes",
+                type=int,
+                default=1,
+                help="also run cutover as N worker processes on one port sharing Redis "
+                "(--workers N; CUTOVER_BENCH_REDIS_URL, default the local Redis)",
+            )
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -140,8 +140,17 @@ class ProcessSample:
 
 
 def sample(process: psutil.Process) -> ProcessSample:
-    times = process.cpu_times()
-    return ProcessSample(times.user + times.system, process.memory_info().rss, time.perf_counter())
+    """CPU time and RSS of a server: the process and its children (the workers of
+    `cutover serve --workers N`; a worker that exits meanwhile is left out)."""
+    cpu, rss = 0.0, 0
+    for member in (process, *process.children(recursive=True)):
+        try:
+            times = member.cpu_times()
+            cpu += times.user + times.system
+            rss += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return ProcessSample(cpu, rss, time.perf_counter())
 
 
 @attrs.define

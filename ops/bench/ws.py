@@ -51,6 +51,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
 import random
 import secrets
 import sys
@@ -104,6 +105,7 @@ MUTATION = (
 NOTICE = "mutation($t: String!) { broadcastNotice(text: $t) }"
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = ROOT / "examples" / "registry"
+REDIS_URL = os.environ.get("CUTOVER_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 BATCH = 100
 #: The floors' generated rate in the batch phase: the design's bar for batches.
 BATCH_FLOOR_RATE = 15_000.0
@@ -734,10 +736,12 @@ def _measure(
     two_cpus: bool,
     deflate: bool = False,
     api_key: str = "",
+    *,
+    pin_server: bool = True,
 ) -> Result:
     result = Result()
     process = server.psutil()
-    if two_cpus:
+    if two_cpus and pin_server:
         pin(server.pid, [0])
     targets = targets_for(server, users, secret)
     # Warm up the accept path with a few connections, then take the baseline.
@@ -916,7 +920,13 @@ def _print(floors: list[Result], cuts: list[tuple[str, Result]], args, state: st
         "publishing window (idle work included)"
     )
     for name, cut in cuts:
-        if name != "cutover":
+        if name.endswith(" nodes"):
+            table.notes.append(
+                f"{name}: cutover serve --workers {name.split()[1]} --redis-url (one port, the "
+                "kernel spreads connections, the workers share the SQLite file and Redis); "
+                "server CPU and RSS are over every worker and the supervisor; not pinned"
+            )
+        elif name != "cutover":
             table.notes.append(
                 f"{name}: cutover serve --ws-compression on, websockets {_websockets_version()} "
                 "clients offering permessage-deflate (asyncio); the server answered "
@@ -972,7 +982,11 @@ def main(args: argparse.Namespace) -> int:
         for start in (start_raw, start_peer):
             with start(Path(tmp), nofile) as floor:
                 floors.append(_measure(floor, users, None, args, two_cpus))
-        for name, deflate in phases:
+        nodes = max(1, getattr(args, "nodes", 1))
+        runs = [(name, deflate, 1) for name, deflate in phases]
+        if nodes > 1:  # the same workload on N worker processes sharing Redis
+            runs.append((f"cutover {nodes} nodes", False, nodes))
+        for name, deflate, workers in runs:
             workdir = Path(tmp) / name.replace(" ", "-")
             workdir.mkdir()
             seed_users(workdir / "bench.db", min(POLL_USERS, connections))
@@ -981,8 +995,16 @@ def main(args: argparse.Namespace) -> int:
                 "--registry", str(REGISTRY),
                 "--publish-api-keys", api_key,
             ]  # fmt: skip
+            if workers > 1:
+                extra += [
+                    "--workers", str(workers), "--redis-url", REDIS_URL,
+                    "--redis-prefix", f"bench-{secrets.token_hex(4)}:",
+                ]  # fmt: skip
             with start_cutover(workdir, secret, extra, nofile=nofile) as server:
-                result = _measure(server, users, secret, args, two_cpus, deflate, api_key)
+                # N workers are spread over the cores by the kernel, not pinned
+                result = _measure(
+                    server, users, secret, args, two_cpus, deflate, api_key, pin_server=workers == 1
+                )
                 cuts.append((name, result))
     _print(floors, cuts, args, state)
     return 0
@@ -996,4 +1018,5 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--compression", choices=sorted(PHASES), default="off")
     parser.add_argument("--broadcasts", type=int, default=5)
+    parser.add_argument("--nodes", type=int, default=1)
     raise SystemExit(main(parser.parse_args()))

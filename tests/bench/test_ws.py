@@ -64,3 +64,19 @@ def test_ws_compression_both_negotiates_deflate_in_the_on_phase(capsys):
     for ratio in rows["RSS per idle connection (KiB)"][4:6]:
         number(ratio)
     assert "server_no_context_takeover" in output
+
+
+def test_ws_nodes_runs_the_workload_on_two_workers(capsys):
+    args = bench_args(connections=10, rate=10.0, duration=1.0, broadcasts=1)
+    args.nodes = 2
+    assert ws.main(args) == 0
+    output = capsys.readouterr().out
+    rows = table_rows(output, "metric")
+    header = next(line for line in output.splitlines() if line.startswith("metric"))
+    assert "cutover 2 nodes" in header
+    held, held_nodes = (number(c) for c in rows["connections held"][:2])
+    assert held == held_nodes == 10
+    received = number(rows["events received"][1])
+    assert received == number(rows["events published"][1]) > 0
+    assert number(rows["broadcast: receipts"][1]) == 10
+    assert "--workers 2" in output
