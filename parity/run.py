@@ -58,9 +58,10 @@ from parity.invariants import (
     check_domain_invariants,
     check_seq_continuity,
 )
-from parity.model import DOMAINS
+from parity.model import DOMAINS, UNVERSIONED, Observation
 from parity.observers import (
     GraphQL,
+    GraphQLClient,
     GraphQLError,
     Poller,
     PushObserver,
@@ -229,6 +230,23 @@ class Progress:
     elapsed: float = 0.0
 
 
+def settled(observations: Sequence[Observation], since: float) -> list[Observation]:
+    """The observations to compare: unversioned keys (presence) from `since` on, W after
+    every observer was ready (the harness's own connections move them while it
+    starts), each path's value in effect at `since` standing at `since`."""
+    out: list[Observation] = []
+    before: dict[tuple[str, str, str], Observation] = {}
+    for obs in observations:
+        if obs.domain not in UNVERSIONED or obs.observed_at >= since:
+            out.append(obs)
+            continue
+        key = (obs.path, obs.user_id, obs.key)
+        if key not in before or obs.observed_at >= before[key].observed_at:
+            before[key] = obs
+    out += [attrs.evolve(obs, observed_at=since) for obs in before.values()]
+    return out
+
+
 def _decided(
     config: RunConfig,
     recorder: Recorder,
@@ -237,13 +255,14 @@ def _decided(
     *,
     right: str,
     window: float,
+    start: float,
     end: float,
     noise: dict[str, float],
 ) -> tuple[dict[str, int], tuple[str, ...]]:
     """Compare what the run holds so far: each domain's N and the domains whose
     verdict is still INCONCLUSIVE (blocking: run it in a thread)."""
     diff = Comparator(window, left="poll", right=right).compare(
-        recorder.observations, end=end, writes=writes
+        settled(recorder.observations, start + window), end=end, writes=writes
     )
     violations = _violations(recorder, users, window)
     counts, undecided = {}, []
@@ -283,7 +302,7 @@ async def _observe(
         if (config.secret)
         else None
     )
-    everywhere = RoundRobin(gqls) if nodes > 1 else gqls[0]
+    everywhere: GraphQLClient = RoundRobin(gqls) if nodes > 1 else gqls[0]
     scenario = await setup(everywhere, tokens, users) if config.drive else Scenario([], {})
     setups = []
     for user in users:
@@ -333,23 +352,23 @@ async def _observe(
     right = "poll_b" if config.calibrate else "push"
     async with trio.open_nursery() as nursery:
         pushes = []
-        for i, user in enumerate(setups):
+        for i, watched in enumerate(setups):
             offset = stagger.random() * interval
             # Across nodes: the poller on one, the push observer on the next.
             poll_gql, push_gql = gqls[i % nodes], gqls[(i + 1) % nodes]
             nursery.start_soon(
-                Poller(poll_gql, user, recorder, interval=interval, offset=offset).run
+                Poller(poll_gql, watched, recorder, interval=interval, offset=offset).run
             )
             if config.calibrate:
                 # In phase with `poll`, so that both pollers read the same versions
                 # as often as possible: only versions both read are compared.
                 poll_b = Poller(
-                    push_gql, user, recorder, interval=interval, path="poll_b", offset=offset
+                    push_gql, watched, recorder, interval=interval, path="poll_b", offset=offset
                 )
                 nursery.start_soon(poll_b.run)
             else:
                 ws_url = config.ws_urls[(i + 1) % nodes]
-                push = PushObserver(push_gql, ws_url, user, recorder, away=config.drive)
+                push = PushObserver(push_gql, ws_url, watched, recorder, away=config.drive)
                 pushes.append(push)
                 nursery.start_soon(push.run)
         with trio.move_on_after(15):
@@ -388,6 +407,7 @@ async def _observe(
                     users,
                     right=right,
                     window=window,
+                    start=start,
                     end=trio.current_time(),
                     noise=noise,
                 )
@@ -450,7 +470,7 @@ async def run_parity(config: RunConfig) -> list[DomainReport]:
             raise RunError(f"cannot read realtimeConfig from {config.urls[0]}: {exc}") from exc
         interval = _interval(config, stages)
         window = config.window if config.window is not None else default_window(interval)
-        _start, end, driver = await _observe(
+        start, end, driver = await _observe(
             config,
             gqls,
             tokens,
@@ -466,7 +486,7 @@ async def run_parity(config: RunConfig) -> list[DomainReport]:
 
     def compare() -> tuple[DiffResult, list[Violation]]:
         diff = Comparator(window, left="poll", right=right).compare(
-            recorder.observations, end=end, writes=writes
+            settled(recorder.observations, start + window), end=end, writes=writes
         )
         return diff, _violations(recorder, list(tokens), window)
 
