@@ -156,7 +156,7 @@ class Front:
                 # The head goes to the handler, and this frame keeps no reference
                 # to it (nor to its split) for the session's lifetime.
                 session = self.websocket(stream, data)
-                data = parts = b""
+                del data, parts
                 await session
             return
         if not data:
