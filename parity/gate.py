@@ -91,6 +91,7 @@ class DomainVerdict:
     rollback_to: str | None = None
     notes: tuple[str, ...] = ()
     evidence: tuple[str, ...] = ()  # what the verdict rests on
+    missing: bool = False  # a FAIL for want of (fresh) evidence, not for what it shows
 
     def line(self) -> str:
         text = f"{self.domain}: {self.outcome} at {self.stage}: {self.reason}"
@@ -146,11 +147,13 @@ def _judge(
     back = stage.previous.name
     where = str(path) if path is not None else f"{domain}.json"
 
-    def fail(reason: str, *notes: str) -> DomainVerdict:
-        return DomainVerdict(domain, stage.name, "FAIL", reason, back, notes, (f"report {where}",))
+    def fail(reason: str, *notes: str, missing: bool = False) -> DomainVerdict:
+        return DomainVerdict(
+            domain, stage.name, "FAIL", reason, back, notes, (f"report {where}",), missing
+        )
 
     if report is None:
-        return fail("no parity report")
+        return fail("no parity report", missing=True)
     if isinstance(report, ReportError):
         return fail(f"unreadable report: {report}")
     if report.domain != domain:
@@ -172,10 +175,11 @@ def _judge(
     if ended > now + CLOCK_SKEW:
         return fail(f"the report ends in the future ({report.ended_at})")
     if now - ended > max_age:
-        return fail(f"stale report: ended {report.ended_at}, older than {max_age}")
+        return fail(f"stale report: ended {report.ended_at}, older than {max_age}", missing=True)
     if since is not None and parse_iso(report.started_at) < since:
         return fail(
-            f"the report started {report.started_at}, before the current step began ({iso(since)})"
+            f"the report started {report.started_at}, before the current step began ({iso(since)})",
+            missing=True,
         )
     notes = []
     if report.config_hash != source_hash:
@@ -258,9 +262,10 @@ def _judge_live(
                 back,
                 (),
                 (stale.describe(),),
+                True,
             )
         return DomainVerdict(
-            domain, stage.name, "FAIL", f"no live evidence since {since}", back, (), ()
+            domain, stage.name, "FAIL", f"no live evidence since {since}", back, (), (), True
         )
     decision = live.decide(threshold=threshold, min_samples=min_samples)
     summary = f"live N={live.n}, divergence upper bound {live.wilson_upper:.3%}"
@@ -293,6 +298,7 @@ def _combine(parts: list[DomainVerdict]) -> DomainVerdict:
     notes = [n for p in parts for n in p.notes]
     if "PASS" in outcomes and "FAIL" in outcomes:
         notes.append("conflicting evidence: one source passes, the other fails")
+    failed = [p for p in parts if p.outcome == "FAIL"]
     return DomainVerdict(
         first.domain,
         first.stage,
@@ -301,6 +307,7 @@ def _combine(parts: list[DomainVerdict]) -> DomainVerdict:
         Stage.parse(first.stage).previous.name if outcome == "FAIL" else None,
         tuple(notes),
         tuple(e for p in parts for e in p.evidence),
+        bool(failed) and all(p.missing for p in failed),
     )
 
 

@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, TextIO
 
+import attrs
 import tomlkit
 
 from gateway.events import iso, parse_iso, utcnow
@@ -212,7 +213,15 @@ def advance(
             soak=soak,
         )
         if verdict.outcome != "PASS":
+            if verdict.missing:  # nothing wrong was seen: nothing to roll back for
+                verdict = attrs.evolve(verdict, rollback_to=None)
             print(verdict.line(), file=out)
+            if verdict.outcome == "FAIL" and verdict.missing:
+                print(
+                    f"{domain}: not advanced: no evidence of the current step ({here}) yet",
+                    file=out,
+                )
+                return EXIT_FAIL
             if verdict.outcome == "FAIL":
                 back_to = previous_step(config.schedule, line)
                 if back_to is not None:

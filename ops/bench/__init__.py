@@ -19,6 +19,7 @@ BENCHMARKS = {
     "beside the bare trio-websocket and asyncio websockets servers",
     "publish": "publish API throughput beside the GraphQL mutation path",
     "cost": "keeping 1,000 users fresh: polling at 30 s and 5 s versus push",
+    "audit": "the shadow audit's cost on the polling path: p99 and CPU per poll beside none",
 }
 
 
@@ -31,6 +32,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         bench.add_argument("--rate", type=float, default=500.0, help="events/s (ws)")
         bench.add_argument("--users", type=int, default=1000)
         bench.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+        if name == "audit":
+            bench.add_argument("--sample", type=float, default=0.1, help="audit_sample (0.1)")
+            bench.add_argument(
+                "--polls-per-second", type=float, default=100.0, help="steady load in total"
+            )
+            bench.add_argument("--rounds", type=int, default=2, help="phases of each kind")
         if name == "ws":
             bench.add_argument(
                 "--compression",

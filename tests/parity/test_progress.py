@@ -121,6 +121,8 @@ def test_the_next_step_counts_only_evidence_since_the_step_began(flags):
     # The evidence that moved it predates the new step: the next step needs its own.
     code, text = run(advance, "chat", flags, live_rows=evidence(1000))
     assert code == 1 and "live evidence only from an earlier step" in text
+    assert "no evidence of the current step (LIVE 1%) yet" in text
+    assert "roll back" not in text  # nothing wrong was seen
     assert line(flags).percent == 1
 
 
