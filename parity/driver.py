@@ -35,7 +35,7 @@ from contracts import ProtocolError, encode_action, split_frame
 from gateway.events import iso, utcnow
 from parity.differ import Write
 from parity.invariants import Read
-from parity.observers import GraphQL, GraphQLError
+from parity.observers import GraphQLClient, GraphQLError
 
 __all__ = ["Driver", "DriverStats", "Scenario", "setup"]
 
@@ -74,7 +74,7 @@ class DriverStats:
     by_kind: dict[str, int] = attrs.Factory(dict)
 
 
-async def setup(gql: GraphQL, tokens: dict[str, str], users: Sequence[str]) -> Scenario:
+async def setup(gql: GraphQLClient, tokens: dict[str, str], users: Sequence[str]) -> Scenario:
     """Conversations between neighbours (two rings) and one event hosted by each user."""
     conversations = []
     pairs = set()
@@ -158,7 +158,7 @@ class Driver:
 
     def __init__(
         self,
-        gql: GraphQL,
+        gql: GraphQLClient,
         ws_url: str | Sequence[str],
         tokens: dict[str, str],
         users: Sequence[str],

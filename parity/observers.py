@@ -27,7 +27,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import httpx
@@ -52,6 +52,7 @@ from parity.report import Traffic
 
 __all__ = [
     "GraphQL",
+    "GraphQLClient",
     "GraphQLError",
     "Poller",
     "PushObserver",
@@ -101,6 +102,14 @@ class GraphQL:
             errors = body.get("errors") or body.get("error") or response.status_code
             raise GraphQLError(f"HTTP {response.status_code}: {errors}")
         return body["data"], size
+
+
+class GraphQLClient(Protocol):
+    """What the harness asks of a GraphQL endpoint (`GraphQL`, `RoundRobin`)."""
+
+    async def request(
+        self, token: str, query: str, variables: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, Any], int]: ...
 
 
 class RoundRobin:
@@ -172,8 +181,8 @@ def _org_state(view: Mapping[str, Any] | None, latest: Any) -> OrgState | None:
     if view is None:
         return None
     role = view.get("viewerRole")
-    members = view.get("members")
-    known = members is not None and role in MANAGER_ROLES
+    members = view.get("members") or []
+    known = "members" in view and view["members"] is not None and role in MANAGER_ROLES
     return OrgState(
         role=role,
         members=tuple(sorted((m["userId"], m["role"]) for m in members)) if known else None,
@@ -304,11 +313,11 @@ def apply_event(
             pending.discard(request["id"])
         return state.evolve(follow_pending=pending), None
     if type_ == "organization.member.updated":
-        org_id = payload.get("orgId")
+        org_id = str(payload.get("orgId"))
         org = state.orgs.get(org_id)
         if org is None:
             return state, None
-        user, role = payload.get("userId"), payload.get("role")
+        user, role = str(payload.get("userId")), payload.get("role")
         if user == me:
             members = org.members
             if role not in MANAGER_ROLES:
@@ -323,7 +332,7 @@ def apply_event(
         return state.evolve(orgs={**state.orgs, org_id: org}), None
     if type_ == "organization.announcement":
         announcement = payload.get("announcement") or {}
-        org = state.orgs.get(announcement.get("orgId"))
+        org = state.orgs.get(str(announcement.get("orgId")))
         if org is None or org.role is None:
             return state, None
         org = attrs.evolve(org, announcement=announcement.get("id"))
