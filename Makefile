@@ -27,6 +27,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check contracts gateway parity ops
+	$(BIN)/mypy contracts gateway parity
 
 # Node clients the end-to-end tests drive (the `ws` package), installed once.
 $(NODE_CLIENTS)/node_modules/.package-lock.json: $(NODE_CLIENTS)/package-lock.json

@@ -76,7 +76,7 @@ class DriverStats:
 
 async def setup(gql: GraphQLClient, tokens: dict[str, str], users: Sequence[str]) -> Scenario:
     """Conversations between neighbours (two rings) and one event hosted by each user."""
-    conversations = []
+    conversations: list[tuple[str, tuple[str, ...]]] = []
     pairs = set()
     n = len(users)
     for step in (1, 2):
@@ -249,10 +249,10 @@ class Driver:
             return kind, lambda: self._presence(actor)
         if kind in ("role", "announce"):
             org_id = rng.choice(sorted(self.scenario.orgs))
-            owner, *others = self.scenario.orgs[org_id]
+            owner, *members = self.scenario.orgs[org_id]
             if kind == "announce":
                 return kind, lambda: self._announce(org_id, owner)
-            member = rng.choice(others)
+            member = rng.choice(members)
             role = rng.choice(["MEMBER", "ADMIN"])
             return kind, lambda: self._set_role(org_id, owner, member, role)
         user = rng.choice(self.users)
@@ -414,7 +414,7 @@ class Driver:
     async def _open_socket(
         self, user: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        headers = [("Authorization", f"Bearer {self.tokens[user]}")]
+        headers = [(b"Authorization", f"Bearer {self.tokens[user]}".encode())]
         url = self.ws_urls[self.users.index(user) % len(self.ws_urls)]
         async with open_websocket_url(url, extra_headers=headers) as ws:
             socket = _Socket(ws)

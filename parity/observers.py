@@ -589,7 +589,7 @@ class PushObserver:
         return self.connections > 0
 
     async def _connect_once(self) -> None:
-        headers = [("Authorization", f"Bearer {self.user.token}")]
+        headers = [(b"Authorization", f"Bearer {self.user.token}".encode())]
         async with open_websocket_url(
             self.ws_url, extra_headers=headers, message_queue_size=64, max_message_size=1 << 20
         ) as ws:
