@@ -32,7 +32,8 @@ def add_parity_arguments(parser: argparse.ArgumentParser) -> None:
         "--until-decided",
         action="store_true",
         help="go on until every domain has the comparisons its verdict needs (PASS or FAIL "
-        "at the threshold) or --max-duration passes (then INCONCLUSIVE, with the count)",
+        "at the threshold) or --max-duration passes (then INCONCLUSIVE, with the count); "
+        "always on for --calibrate",
     )
     run.add_argument(
         "--max-duration",

@@ -550,7 +550,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         calibration_dir=Path(calibration) if calibration else None,
         progress=not args.no_progress,
         rate=getattr(args, "rate", None),
-        until_decided=bool(getattr(args, "until_decided", False)),
+        # An A/A run must decide: it always goes on until it has (or hits the cap).
+        until_decided=bool(getattr(args, "until_decided", False) or args.calibrate),
         max_duration=float(getattr(args, "max_duration", None) or 900.0),
     )
 
