@@ -157,62 +157,69 @@ def extract(
     root = query_type.fields
     values = polled.values
     for node in _fields(operation.selection_set, fragments):
-        name = node.name.value
-        value = data.get(_rk(node))
-        if value is None or name not in root:
-            continue
-        args = get_argument_values(root[name], node, variables)
-        sub = _keyed(node, fragments)
-        if name == "unreadNotificationCount":
-            values["notification.unread"] = value
-        elif name == "notifications" and args.get("after") is None and "unreadCount" in sub:
-            values["notification.unread"] = value[_rk(sub["unreadCount"])]
-        elif name == "chatUnreadCount":
-            values["chat.total"] = value
-        elif name in ("conversations", "conversation") and "id" in sub:
-            items = value if isinstance(value, list) else [value]
-            for conv in items:
-                conv_id = conv[_rk(sub["id"])]
-                if "unreadCount" in sub:
-                    values[f"chat.conv:{conv_id}.unread"] = conv[_rk(sub["unreadCount"])]
-                if "lastReadMessageId" in sub:
-                    values[f"chat.conv:{conv_id}.lastRead"] = conv[_rk(sub["lastReadMessageId"])]
-                last = sub.get("lastMessage")
-                ident = _keyed(last, fragments).get("id") if last is not None else None
-                if last is not None and ident is not None:
-                    message = conv[_rk(last)]
-                    values[f"chat.conv:{conv_id}.lastMessage"] = (
-                        None if message is None else message[_rk(ident)]
+        try:
+            name = node.name.value
+            value = data.get(_rk(node))
+            if value is None or name not in root:
+                continue
+            args = get_argument_values(root[name], node, variables)
+            sub = _keyed(node, fragments)
+            if name == "unreadNotificationCount":
+                values["notification.unread"] = value
+            elif name == "notifications" and args.get("after") is None and "unreadCount" in sub:
+                values["notification.unread"] = value[_rk(sub["unreadCount"])]
+            elif name == "chatUnreadCount":
+                values["chat.total"] = value
+            elif name in ("conversations", "conversation") and "id" in sub:
+                items = value if isinstance(value, list) else [value]
+                for conv in items:
+                    conv_id = conv[_rk(sub["id"])]
+                    if "unreadCount" in sub:
+                        values[f"chat.conv:{conv_id}.unread"] = conv[_rk(sub["unreadCount"])]
+                    if "lastReadMessageId" in sub:
+                        values[f"chat.conv:{conv_id}.lastRead"] = conv[
+                            _rk(sub["lastReadMessageId"])
+                        ]
+                    last = sub.get("lastMessage")
+                    ident = _keyed(last, fragments).get("id") if last is not None else None
+                    if last is not None and ident is not None:
+                        message = conv[_rk(last)]
+                        values[f"chat.conv:{conv_id}.lastMessage"] = (
+                            None if message is None else message[_rk(ident)]
+                        )
+                if name == "conversations" and len(items) < min(args.get("first", 50), MAX_PAGE):
+                    polled.conversations_complete = True
+            elif name == "followRequests" and args.get("status", "PENDING") == "PENDING":
+                if "id" in sub:
+                    values["follow.pending"] = tuple(sorted(r[_rk(sub["id"])] for r in value))
+            elif name == "event" and "id" in sub and "rsvpCounts" in sub:
+                counts = _keyed(sub["rsvpCounts"], fragments)
+                if "going" in counts and "interested" in counts:
+                    event_id = value[_rk(sub["id"])]
+                    shown = value[_rk(sub["rsvpCounts"])]
+                    values[f"event:{event_id}.counts"] = (
+                        int(shown[_rk(counts["going"])]),
+                        int(shown[_rk(counts["interested"])]),
                     )
-            if name == "conversations" and len(items) < min(args.get("first", 50), MAX_PAGE):
-                polled.conversations_complete = True
-        elif name == "followRequests" and args.get("status", "PENDING") == "PENDING":
-            if "id" in sub:
-                values["follow.pending"] = tuple(sorted(r[_rk(sub["id"])] for r in value))
-        elif name == "event" and "id" in sub and "rsvpCounts" in sub:
-            counts = _keyed(sub["rsvpCounts"], fragments)
-            if "going" in counts and "interested" in counts:
-                event_id = value[_rk(sub["id"])]
-                shown = value[_rk(sub["rsvpCounts"])]
-                values[f"event:{event_id}.counts"] = (
-                    int(shown[_rk(counts["going"])]),
-                    int(shown[_rk(counts["interested"])]),
-                )
-                if "hostId" in sub:
-                    polled.hosts[event_id] = value[_rk(sub["hostId"])]
-        elif name == "organization" and "viewerRole" in sub:
-            values[f"organization:{args['id']}.role"] = value[_rk(sub["viewerRole"])]
-        elif name == "announcements" and "id" in sub and args.get("first", 20) > 0:
-            newest = value[0][_rk(sub["id"])] if value else None
-            values[f"organization:{args['orgId']}.announcement"] = newest
-        elif name == "feed" and {"id", "authorId", "createdAt"} <= set(sub):
-            polled.feed = [
-                FeedItem(
-                    item[_rk(sub["id"])], item[_rk(sub["authorId"])], item[_rk(sub["createdAt"])]
-                )
-                for item in value
-            ]
-            polled.feed_full = len(value) >= min(args.get("first", 20), MAX_PAGE)
+                    if "hostId" in sub:
+                        polled.hosts[event_id] = value[_rk(sub["hostId"])]
+            elif name == "organization" and "viewerRole" in sub:
+                values[f"organization:{args['id']}.role"] = value[_rk(sub["viewerRole"])]
+            elif name == "announcements" and "id" in sub and args.get("first", 20) > 0:
+                newest = value[0][_rk(sub["id"])] if value else None
+                values[f"organization:{args['orgId']}.announcement"] = newest
+            elif name == "feed" and {"id", "authorId", "createdAt"} <= set(sub):
+                polled.feed = [
+                    FeedItem(
+                        item[_rk(sub["id"])],
+                        item[_rk(sub["authorId"])],
+                        item[_rk(sub["createdAt"])],
+                    )
+                    for item in value
+                ]
+                polled.feed_full = len(value) >= min(args.get("first", 20), MAX_PAGE)
+        except (KeyError, TypeError, IndexError, AttributeError):
+            continue  # a shape this reading does not know: the field is not compared
     return polled
 
 
