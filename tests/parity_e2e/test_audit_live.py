@@ -165,7 +165,7 @@ def _delayed(run: AuditRun) -> None:
     ("faults", "check", "gated"),
     [
         ("skew_unread=1", _skewed, "chat"),
-        ("drop_push=0.05", _dropped, "chat"),
+        ("drop_push=0.2", _dropped, "chat"),
         ("omit_push=notification.new:0.5", _omitted, None),
         ("delay_push_ms=4000", _delayed, "chat"),
     ],
