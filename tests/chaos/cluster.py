@@ -17,7 +17,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,6 +27,8 @@ import psycopg
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+from tests.browser.proxy import PushProxy as TcpForwarder
+from tests.browser.proxy import free_port
 from tests.e2e.server import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,12 +37,6 @@ NGINX_SITE = ROOT / "ops" / "nginx" / "cutover.conf"
 API_KEY = "chaos-publish-key"
 PING_EVERY_S = 10.0
 PG_URL = os.environ.get("CUTOVER_TEST_POSTGRESQL_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float = 20.0) -> None:
@@ -80,80 +75,6 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
-
-
-class TcpProxy:
-    """Forwards a local port to a target; `cut()` drops every connection and
-    refuses new ones until `restore()`."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.port = free_port()
-        self._listener: socket.socket | None = None
-        self._links: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._open()
-
-    def _open(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(128)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._links.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def cut(self) -> None:
-        assert self._listener is not None
-        try:  # wakes the thread blocked in accept(); close() alone would not
-            self._listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._listener.close()
-        self._listener = None
-        with self._lock:
-            links, self._links = self._links, set()
-        for sock in links:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
-
-    def restore(self) -> None:
-        self._open()
-
-    def close(self) -> None:
-        if self._listener is not None:
-            self.cut()
 
 
 class Nginx:
@@ -243,7 +164,7 @@ class Cluster:
     extra_args: list[str] = attrs.Factory(list)
     database: str = ""
     redis: RedisServer | None = None
-    pg_proxy: TcpProxy | None = None
+    pg_proxy: TcpForwarder | None = None
     nginx: Nginx | None = None
     ports: list[int] = attrs.Factory(list)
     nodes: list[ServerProcess] = attrs.Factory(list)
@@ -263,8 +184,8 @@ class Cluster:
     def start(self) -> Cluster:
         self.database = create_database()
         self.redis = RedisServer(self.workdir).start()
-        pg_host, pg_port = "127.0.0.1", 5432
-        self.pg_proxy = TcpProxy((pg_host, pg_port))
+        # between the nodes and PostgreSQL, so the database can become unreachable
+        self.pg_proxy = TcpForwarder(5432).start()
         self.ports = [free_port() for _ in range(self.size)]
         for index in range(self.size):
             self.nodes.append(self._node(index))
@@ -310,7 +231,7 @@ class Cluster:
         if self.redis is not None:
             self.redis.stop()
         if self.pg_proxy is not None:
-            self.pg_proxy.close()
+            self.pg_proxy.stop()
         if self.database:
             drop_database(self.database)
 

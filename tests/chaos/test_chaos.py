@@ -149,7 +149,7 @@ async def test_postgresql_unreachable_for_5_s_fails_clearly_and_recovers(cluster
             for user in users[:5]:
                 await publisher.publish_one(http, user)
             assert cluster.pg_proxy is not None
-            cluster.pg_proxy.cut()
+            cluster.pg_proxy.stop()
             cut_at = time.monotonic()
             statuses: Counter[int] = Counter()
             bodies = []
@@ -173,7 +173,7 @@ async def test_postgresql_unreachable_for_5_s_fails_clearly_and_recovers(cluster
                 bodies.append(mutation.json())
                 await trio.sleep(0.2)
             not_ready = cluster.readiness()
-            cluster.pg_proxy.restore()
+            cluster.pg_proxy.start()
             restored = time.monotonic()
             with trio.fail_after(60):
                 while cluster.readiness() != [200] * cluster.size:
