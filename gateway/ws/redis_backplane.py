@@ -568,8 +568,12 @@ class RedisBackplane:
             await trio.sleep(self.heartbeat_s)
             if not self._ready:
                 continue
+            # A round in progress finishes even when this node stops: cut short,
+            # it would leave a dead node listed with no reaper to come.
+            bound = trio.current_time() + min(self.lease_ttl_s, 5.0)
             try:
-                self.stats["reaped"] += len(await self.cluster.reap(hub))
+                with trio.CancelScope(shield=True, deadline=bound):
+                    self.stats["reaped"] += len(await self.cluster.reap(hub))
             except Exception as exc:
                 log.warning("reaping expired nodes failed (%s)", _brief(exc))
 
