@@ -98,6 +98,8 @@ async def subscribe(conn: Connection, action_id: str | None, payload: TopicReque
         if not await conn.may_subscribe(topic):
             raise Forbidden(f"not allowed to subscribe to {topic}")
         conn.hub.subscribe(conn, topic)
+    # Acked once the topic's events from every node reach this one.
+    await conn.hub.backplane.following("topic", topic)
     conn.ack({"topic": topic}, action_id)
 
 

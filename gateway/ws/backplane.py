@@ -56,6 +56,12 @@ class Backplane(Protocol):
         """A local user or topic lost its last member."""
         ...
 
+    async def following(self, kind: MemberKind, key: str) -> None:
+        """Wait until events published for a followed user or topic from any node
+        reach this one (bounded; at once while the backplane is not ready, when
+        `/readyz` says so and a resync follows)."""
+        ...
+
     async def presence(self, user_id: str, status: str) -> str | None:
         """This node's aggregate presence of a user changed to `status`: the status
         the hub announces, or None when there is nothing to announce (the
@@ -91,6 +97,9 @@ class LocalBackplane:
 
     def unfollow(self, kind: MemberKind, key: str) -> None:
         pass
+
+    async def following(self, kind: MemberKind, key: str) -> None:
+        await trio.lowlevel.checkpoint()
 
     async def presence(self, user_id: str, status: str) -> str | None:
         return status  # this node's aggregate is the user's

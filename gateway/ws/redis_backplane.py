@@ -264,6 +264,16 @@ class RedisBackplane:
         self._interest.unfollow(kind, key)
         self._changed.set()
 
+    async def following(self, kind: Kind, key: str) -> None:
+        """Wait (at most the command timeout) until the channels of a followed
+        user or topic are subscribed, so a reply sent after it (a `subscribe`
+        ack) promises that events published on any node from then on arrive."""
+        channels = self._interest.channels.of_member(kind, key)
+        with trio.move_on_after(self.command_timeout_s):
+            while self._ready and not self._subscribed.issuperset(channels):
+                await self._progress.wait()
+        await trio.lowlevel.checkpoint()
+
     async def publish(
         self, events: Sequence[StoredEvent], ephemeral: Sequence[Ephemeral] = ()
     ) -> None:

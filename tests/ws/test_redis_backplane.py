@@ -194,6 +194,21 @@ async def test_topic_events_and_typing_reach_subscribers_on_other_nodes(cluster,
         assert (await next_of_type(alice, "event.counters.updated"))["payload"] == {"going": 3}
 
 
+async def test_a_subscribe_ack_means_the_topic_is_live_on_this_node(cluster, redis):
+    """No `settled()` here: the ack alone promises that another node's events arrive."""
+    a, b = await cluster.node("A"), await cluster.node("B")
+    alice = await a.connect("alice")
+    for n, topic in enumerate(("presence:bob", "presence:carol", "presence:dave")):
+        await alice.send("subscribe", {"topic": topic}, id=f"s{n}")
+        assert (await next_of_type(alice, "ack"))["replyTo"] == f"s{n}"
+        channel = cluster.channel("topic", topic)
+        assert channel in a.backplane._subscribed  # before any other await
+        assert (await numsub(redis, channel))[channel] == 1
+        with trio.fail_after(GUARD_S):
+            await b.hub.publish([], [Ephemeral("user.presence.updated", {"n": n}, topic=topic)])
+            assert (await next_of_type(alice, "user.presence.updated"))["payload"] == {"n": n}
+
+
 async def test_revocation_reaches_the_users_node(cluster):
     a, b = await cluster.node("A"), await cluster.node("B")
     cluster.domain.conversations["c1"] = {"alice", "bob"}
