@@ -52,6 +52,7 @@ __all__ = [
     "GraphQLFailed",
     "Session",
     "connect_session",
+    "websocket_url",
 ]
 
 _ids = itertools.count(1)
@@ -64,6 +65,17 @@ SESSION_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     ProtocolError,
 )
+
+
+def websocket_url(base_url: str) -> str:
+    """The WebSocket endpoint (`ws://host/ws`, `wss://` under TLS) of a node's
+    base URL (`http://host`, `https://host`)."""
+    url = base_url.rstrip("/")
+    for plain, ws in (("https://", "wss://"), ("http://", "ws://")):
+        if url.startswith(plain):
+            url = ws + url[len(plain) :]
+            break
+    return url + "/ws"
 
 
 def _new_id() -> str:

@@ -47,7 +47,7 @@ import httpx
 import trio
 
 from gateway.auth import mint_token
-from gateway.client import GraphQL, GraphQLFailed
+from gateway.client import GraphQL, GraphQLFailed, websocket_url
 from gateway.events import utcnow
 from gateway.rollout import Stage
 from parity.differ import Comparator, DiffResult
@@ -121,14 +121,7 @@ class RunConfig:
 
     @property
     def ws_urls(self) -> list[str]:
-        return [
-            u.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
-            for u in self.urls
-        ]
-
-    @property
-    def ws_url(self) -> str:
-        return self.ws_urls[0]
+        return [websocket_url(u) for u in self.urls]
 
 
 def _tokens(config: RunConfig) -> dict[str, str]:

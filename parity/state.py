@@ -46,7 +46,9 @@ __all__ = [
     "state_query",
 ]
 
-# -- reading a response ----------------------------------------------------
+# -- reading a response --------------------------------------------------------
+
+FEED_PAGE = 50  # the feed items a state query reads
 
 
 def state_query(
@@ -91,9 +93,6 @@ def state_query(
         fields.append("presence(userIds: $pu) { userId status }")
     head = f"query ParityState({', '.join(params)})" if params else "query ParityState"
     return head + " { " + " ".join(fields) + " }", variables
-
-
-FEED_PAGE = 50
 
 
 def _org_state(view: Mapping[str, Any] | None, latest: Any) -> OrgState | None:
@@ -292,7 +291,7 @@ def apply_presence(state: UserState, payload: Mapping[str, Any]) -> UserState:
     return state.evolve(presence={**state.presence, user: payload.get("status")})
 
 
-# -- one observed user and its stream -----------------------------------------
+# -- one observed user and its stream ------------------------------------------
 
 
 @attrs.define

@@ -12,8 +12,19 @@ import pytest
 import trio
 import trio.testing
 
-from gateway.client import Caller, GraphQL, GraphQLFailed, Session
+from gateway.client import Caller, GraphQL, GraphQLFailed, Session, websocket_url
 from parity.driver import ActionFailed, _call
+
+
+@pytest.mark.parametrize(
+    ("base", "ws"),
+    [
+        ("http://127.0.0.1:8080", "ws://127.0.0.1:8080/ws"),
+        ("https://rt.example.com/", "wss://rt.example.com/ws"),
+    ],
+)
+def test_a_nodes_websocket_endpoint_follows_its_base_url(base, ws):
+    assert websocket_url(base) == ws
 
 
 def _http(handler) -> httpx.AsyncClient:

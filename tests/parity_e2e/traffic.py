@@ -12,7 +12,7 @@ import httpx
 import trio
 
 from gateway.auth import mint_token
-from gateway.client import GraphQL, GraphQLFailed
+from gateway.client import GraphQL, GraphQLFailed, websocket_url
 from parity.driver import Driver, DriverStats, setup
 
 # What a legacy app polls: badges, the conversation list, requests, an event it
@@ -58,7 +58,7 @@ async def drive_and_poll(
         nodes = [GraphQL(client, url) for url in urls]
         everywhere = GraphQL(client, urls)
         scenario = await setup(everywhere, tokens, names)
-        ws_urls = [u.replace("http://", "ws://", 1) + "/ws" for u in urls]
+        ws_urls = [websocket_url(u) for u in urls]
         driver = Driver(
             everywhere, ws_urls, tokens, names, scenario, seed=seed, admin_token=admin, rate=12.0
         )
