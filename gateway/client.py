@@ -12,7 +12,7 @@ benchmarks, the operator CLI and the tests share it.
 `GraphQL` speaks for one user (or, with `token=`, for another on one request)
 to one node, or to several nodes in turn. Every way a request can fail (no
 answer, an error status, a body that is not JSON, GraphQL `errors`) raises
-one `GraphQLFailed`.
+one `GraphQLFailed` (`post` alone gives the raw answer, for tests of errors).
 
 `Session` splits frames into envelopes, keeps them in order, and matches
 replies to actions by id without losing the envelopes in between; `Caller`
@@ -98,6 +98,14 @@ class GraphQLFailed(Exception):
         return f"HTTP {self.status}: {errors or self.body}"
 
 
+def _body(response: httpx.Response) -> Any:
+    """The JSON body of a response, or what it holds instead."""
+    try:
+        return response.json()
+    except ValueError:
+        return f"not JSON: {response.text[:200]}"
+
+
 @attrs.frozen(eq=False)
 class Answer:
     """A GraphQL request that succeeded: its `data` and the HTTP response."""
@@ -156,10 +164,7 @@ class GraphQL:
             response = await self._post(query, variables, token)
         except httpx.HTTPError as exc:
             raise GraphQLFailed(0, f"{type(exc).__name__}: {exc}") from exc
-        try:
-            body = response.json()
-        except ValueError:
-            raise GraphQLFailed(response.status_code, f"not JSON: {response.text[:200]}") from None
+        body = _body(response)
         if (
             response.status_code != 200
             or not isinstance(body, dict)
@@ -183,7 +188,7 @@ class GraphQL:
         except httpx.HTTPError as exc:
             raise GraphQLFailed(0, f"{type(exc).__name__}: {exc}") from exc
         if response.status_code != 201:
-            raise GraphQLFailed(response.status_code, response.json())
+            raise GraphQLFailed(response.status_code, _body(response))
         return response.json()["ticket"]
 
 
