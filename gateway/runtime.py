@@ -39,8 +39,6 @@ __all__ = ["Runtime", "run_runtime"]
 
 log = logging.getLogger("cutover.runtime")
 
-DOMAINS = ("notification", "chat", "follow", "event", "organization", "activity", "presence")
-
 
 @attrs.define(eq=False)
 class Runtime:

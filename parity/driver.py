@@ -29,19 +29,17 @@ from typing import Any
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
-from contracts import ProtocolError, encode_action, split_frame
+from gateway.client import SESSION_ERRORS, Caller, GraphQL, GraphQLFailed, connect_session
 from gateway.events import iso, utcnow
 from parity.differ import Write
 from parity.invariants import Read
-from parity.observers import GraphQLClient, GraphQLError
 
 __all__ = ["Driver", "DriverStats", "Scenario", "setup"]
 
 log = logging.getLogger("cutover.parity")
 
-_ids = itertools.count(1)
+CALL_TIMEOUT = 10.0  # seconds a driver socket's action waits for its reply
 
 
 @attrs.define
@@ -74,7 +72,7 @@ class DriverStats:
     by_kind: dict[str, int] = attrs.Factory(dict)
 
 
-async def setup(gql: GraphQLClient, tokens: dict[str, str], users: Sequence[str]) -> Scenario:
+async def setup(gql: GraphQL, tokens: dict[str, str], users: Sequence[str]) -> Scenario:
     """Conversations between neighbours (two rings) and one event hosted by each user."""
     conversations: list[tuple[str, tuple[str, ...]]] = []
     pairs = set()
@@ -86,71 +84,67 @@ async def setup(gql: GraphQLClient, tokens: dict[str, str], users: Sequence[str]
             if other == user or pair in pairs:
                 continue
             pairs.add(pair)
-            data, _ = await gql.request(
-                tokens[user],
+            data = await gql.query(
                 "mutation($p: [ID!]!) { createConversation(participantIds: $p) { id } }",
                 {"p": [other]},
+                token=tokens[user],
             )
             conversations.append((data["createConversation"]["id"], (user, other)))
     events = {}
     starts = iso(utcnow() + _dt.timedelta(days=7))
     for user in users:
-        data, _ = await gql.request(
-            tokens[user],
+        data = await gql.query(
             "mutation($t: String!, $s: DateTime!) { createEvent(title: $t, startsAt: $s) { id } }",
             {"t": f"parity event of {user}", "s": starts},
+            token=tokens[user],
         )
         events[data["createEvent"]["id"]] = user
     orgs = {}
     if n >= 3:
         for i, user in enumerate(users):
-            data, _ = await gql.request(
-                tokens[user],
+            data = await gql.query(
                 "mutation($n: String!) { createOrganization(name: $n) { id } }",
                 {"n": f"parity org of {user}"},
+                token=tokens[user],
             )
             org_id = data["createOrganization"]["id"]
             members = [user]
             for step, role in ((1, "MEMBER"), (2, "ADMIN")):
                 other = users[(i + step) % n]
-                await gql.request(
-                    tokens[user],
+                await gql.query(
                     "mutation($o: ID!, $u: ID!, $r: OrgRole) "
                     "{ setMemberRole(orgId: $o, userId: $u, role: $r) { id } }",
                     {"o": org_id, "u": other, "r": role},
+                    token=tokens[user],
                 )
                 members.append(other)
             orgs[org_id] = tuple(members)
     return Scenario(conversations, events, orgs)
 
 
-class _Socket:
-    """One user's driver WebSocket: sends actions and awaits their replies."""
+class ActionFailed(Exception):
+    """An action a driver socket called was answered with an error."""
 
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.waiting: dict[str, trio.MemorySendChannel[dict]] = {}
 
-    async def read(self) -> None:
-        while True:
-            for envelope in split_frame(await self.ws.get_message()):
-                reply_to = envelope.get("replyTo")
-                if reply_to in self.waiting:
-                    self.waiting.pop(reply_to).send_nowait(envelope)
-
-    async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        action_id = f"drive-{next(_ids)}"
-        send, receive = trio.open_memory_channel[dict](1)
-        self.waiting[action_id] = send
-        await self.ws.send_message(encode_action(action, payload, id=action_id))
-        with trio.fail_after(10):
-            reply = await receive.receive()
-        if reply.get("type") == "error":
-            raise GraphQLError(f"{action}: {reply.get('payload')}")
-        return reply.get("payload") or {}
+async def _call(caller: Caller, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload of the reply to `action`; `ActionFailed` on an error reply."""
+    with trio.fail_after(CALL_TIMEOUT):
+        reply = await caller.call(action, payload)
+    if reply.get("type") == "error":
+        raise ActionFailed(f"{action}: {reply.get('payload')}")
+    return reply.get("payload") or {}
 
 
 Step = Callable[[], Any]
+
+# What fails one step of the scenario (counted and logged; the scenario goes on).
+STEP_ERRORS: tuple[type[Exception], ...] = (
+    GraphQLFailed,
+    ActionFailed,
+    *SESSION_ERRORS,
+    KeyError,
+    trio.TooSlowError,
+)
 
 
 class Driver:
@@ -158,7 +152,7 @@ class Driver:
 
     def __init__(
         self,
-        gql: GraphQLClient,
+        gql: GraphQL,
         ws_url: str | Sequence[str],
         tokens: dict[str, str],
         users: Sequence[str],
@@ -184,7 +178,7 @@ class Driver:
         self.writes: list[Write] = []
         self.reads: list[Read] = []
         self.stats = DriverStats()
-        self.sockets: dict[str, _Socket] = {}
+        self.sockets: dict[str, Caller] = {}
         self.requested: set[tuple[str, str]] = set()
         self.pending: list[tuple[str, str, str]] = []  # (request id, from, to)
         self.accepted: set[tuple[str, str]] = set()  # (follower, followed)
@@ -260,16 +254,17 @@ class Driver:
 
     async def _gql_send(self, conv_id: str, actor: str, participants: Sequence[str]) -> None:
         self._write("chat", *participants)
-        await self.gql.request(
-            self.tokens[actor],
+        await self.gql.query(
             "mutation($c: ID!, $b: String!, $k: String) "
             "{ sendChatMessage(conversationId: $c, body: $b, clientMessageId: $k) { id } }",
             {"c": conv_id, "b": f"message {next(self._messages)}", "k": self._client_id()},
+            token=self.tokens[actor],
         )
 
     async def _ws_send(self, conv_id: str, actor: str, participants: Sequence[str]) -> None:
         self._write("chat", *participants)
-        await self.sockets[actor].call(
+        await _call(
+            self.sockets[actor],
             "chat.send",
             {
                 "conversationId": conv_id,
@@ -284,23 +279,23 @@ class Driver:
     async def _gql_read(self, conv_id: str, actor: str) -> None:
         self._write("chat", actor)
         self._read(actor, "chat", conv_id)
-        await self.gql.request(
-            self.tokens[actor],
+        await self.gql.query(
             "mutation($c: ID!) { markConversationRead(conversationId: $c) { id } }",
             {"c": conv_id},
+            token=self.tokens[actor],
         )
 
     async def _ws_read(self, conv_id: str, actor: str) -> None:
         self._write("chat", actor)
         self._read(actor, "chat", conv_id)
-        await self.sockets[actor].call("chat.read", {"conversationId": conv_id})
+        await _call(self.sockets[actor], "chat.read", {"conversationId": conv_id})
 
     async def _rsvp(self, event_id: str, host: str, user: str, status: str) -> None:
         self._write("event", host, user)
-        await self.gql.request(
-            self.tokens[user],
+        await self.gql.query(
             "mutation($e: ID!, $s: RsvpStatus!) { setRsvp(eventId: $e, status: $s) { status } }",
             {"e": event_id, "s": status},
+            token=self.tokens[user],
         )
 
     async def _follow(self, actor: str, target: str) -> None:
@@ -309,10 +304,10 @@ class Driver:
         self.requested.add((actor, target))
         self._write("follow", target)
         self._write("notification", target)
-        data, _ = await self.gql.request(
-            self.tokens[actor],
+        data = await self.gql.query(
             "mutation($u: ID!) { requestFollow(userId: $u) { id status } }",
             {"u": target},
+            token=self.tokens[actor],
         )
         request = data["requestFollow"]
         if request["status"] == "PENDING":
@@ -327,37 +322,37 @@ class Driver:
             self._write("notification", requester)
             self._write("activity", requester)
             self.accepted.add((requester, target))
-        await self.gql.request(
-            self.tokens[target],
+        await self.gql.query(
             "mutation($i: ID!, $a: Boolean!) { respondFollowRequest(id: $i, accept: $a) { id } }",
             {"i": request_id, "a": accept},
+            token=self.tokens[target],
         )
 
     async def _notify(self, user: str) -> None:
         assert self.admin_token is not None
         self._write("notification", user)
-        await self.gql.request(
-            self.admin_token,
+        await self.gql.query(
             "mutation($u: ID!, $t: String!) "
             '{ createNotification(userId: $u, kind: "PARITY", text: $t) { id } }',
             {"u": user, "t": f"parity notification {next(self._messages)}"},
+            token=self.admin_token,
         )
 
     async def _notify_read(self, user: str) -> None:
         self._write("notification", user)
         self._read(user, "notification")
-        await self.gql.request(
-            self.tokens[user], "mutation { markNotificationsRead(all: true) }", {}
+        await self.gql.query(
+            "mutation { markNotificationsRead(all: true) }", {}, token=self.tokens[user]
         )
 
     async def _post_feed(self, actor: str) -> None:
         followers = [f for f, followed in self.accepted if followed == actor]
         if followers:
             self._write("activity", *followers)
-        await self.gql.request(
-            self.tokens[actor],
+        await self.gql.query(
             "mutation($t: String!) { postFeedItem(text: $t) { id } }",
             {"t": f"parity post {next(self._messages)}"},
+            token=self.tokens[actor],
         )
 
     async def _presence(self, actor: str) -> None:
@@ -367,26 +362,26 @@ class Driver:
         status = "AWAY" if self.presence.get(actor, "ONLINE") == "ONLINE" else "ONLINE"
         self.presence[actor] = status
         self._write("presence", *self.scenario.neighbours_of(actor))
-        await socket.call("presence.set", {"status": status})
+        await _call(socket, "presence.set", {"status": status})
 
     async def _set_role(self, org_id: str, owner: str, member: str, role: str) -> None:
         self._write("organization", *self.scenario.orgs[org_id])
         self._write("notification", member)
-        await self.gql.request(
-            self.tokens[owner],
+        await self.gql.query(
             "mutation($o: ID!, $u: ID!, $r: OrgRole) "
             "{ setMemberRole(orgId: $o, userId: $u, role: $r) { id } }",
             {"o": org_id, "u": member, "r": role},
+            token=self.tokens[owner],
         )
 
     async def _announce(self, org_id: str, owner: str) -> None:
         self._write("organization", *self.scenario.orgs[org_id])
         self._write("notification", *self.scenario.orgs[org_id])
-        await self.gql.request(
-            self.tokens[owner],
+        await self.gql.query(
             "mutation($o: ID!, $t: String!, $b: String!) "
             "{ postAnnouncement(orgId: $o, title: $t, body: $b) { id } }",
             {"o": org_id, "t": f"parity news {next(self._messages)}", "b": "as announced"},
+            token=self.tokens[owner],
         )
 
     # -- running -------------------------------------------------------------
@@ -396,13 +391,7 @@ class Driver:
             async for kind, step in steps:
                 try:
                     await step()
-                except (
-                    GraphQLError,
-                    ConnectionClosed,
-                    ProtocolError,
-                    KeyError,
-                    trio.TooSlowError,
-                ) as exc:
+                except STEP_ERRORS as exc:
                     self.stats.failed += 1
                     log.info("driver step %s failed: %s", kind, exc)
                 else:
@@ -414,15 +403,14 @@ class Driver:
     async def _open_socket(
         self, user: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        headers = [(b"Authorization", f"Bearer {self.tokens[user]}".encode())]
         url = self.ws_urls[self.users.index(user) % len(self.ws_urls)]
-        async with open_websocket_url(url, extra_headers=headers) as ws:
-            socket = _Socket(ws)
-            self.sockets[user] = socket
+        async with connect_session(url, token=self.tokens[user], history=0) as session:
+            caller = Caller(session)
+            self.sockets[user] = caller
             task_status.started()
             try:
-                await socket.read()
-            except ConnectionClosed as exc:
+                await caller.run()
+            except SESSION_ERRORS as exc:
                 log.warning("driver socket of %s closed: %s", user, exc)
             finally:
                 self.sockets.pop(user, None)
@@ -433,7 +421,7 @@ class Driver:
             for user in self.users:
                 try:
                     await nursery.start(self._open_socket, user)
-                except HandshakeError as exc:
+                except SESSION_ERRORS as exc:
                     log.warning("driver socket of %s refused: %s", user, exc)
             send, receive = trio.open_memory_channel[tuple[str, Step]](self.workers)
             async with send:

@@ -47,6 +47,7 @@ import httpx
 import trio
 
 from gateway.auth import mint_token
+from gateway.client import GraphQL, GraphQLFailed, websocket_url
 from gateway.events import utcnow
 from gateway.rollout import Stage
 from parity.differ import Comparator, DiffResult
@@ -59,16 +60,7 @@ from parity.invariants import (
     check_seq_continuity,
 )
 from parity.model import DOMAINS, UNVERSIONED, Observation
-from parity.observers import (
-    GraphQL,
-    GraphQLClient,
-    GraphQLError,
-    Poller,
-    PushObserver,
-    Recorder,
-    RoundRobin,
-    UserSetup,
-)
+from parity.observers import Poller, PushObserver, Recorder
 from parity.report import (
     DomainReport,
     ReportError,
@@ -78,6 +70,7 @@ from parity.report import (
     read_report,
     write_reports,
 )
+from parity.state import UserSetup
 from parity.stats import DEFAULT_MIN_SAMPLES, DEFAULT_THRESHOLD, Outcome, decide, needed_samples
 
 __all__ = ["RunConfig", "RunError", "default_window", "run_from_args", "run_parity"]
@@ -128,14 +121,7 @@ class RunConfig:
 
     @property
     def ws_urls(self) -> list[str]:
-        return [
-            u.replace("https://", "wss://", 1).replace("http://", "ws://", 1) + "/ws"
-            for u in self.urls
-        ]
-
-    @property
-    def ws_url(self) -> str:
-        return self.ws_urls[0]
+        return [websocket_url(u) for u in self.urls]
 
 
 def _tokens(config: RunConfig) -> dict[str, str]:
@@ -161,8 +147,8 @@ async def _stages(gql: GraphQL, tokens: dict[str, str]) -> dict[str, dict[str, t
     """Per user, per domain: (stage, pollIntervalMs or 0)."""
     out = {}
     for user, token in tokens.items():
-        data, _ = await gql.request(
-            token, "{ realtimeConfig { domains { domain stage pollIntervalMs } } }"
+        data = await gql.query(
+            "{ realtimeConfig { domains { domain stage pollIntervalMs } } }", token=token
         )
         out[user] = {
             d["domain"]: (d["stage"], int(d.get("pollIntervalMs") or 0))
@@ -285,7 +271,7 @@ def _decided(
 
 async def _observe(
     config: RunConfig,
-    gqls: list[GraphQL],
+    http: httpx.AsyncClient,
     tokens: dict[str, str],
     stages: dict[str, dict[str, tuple[str, int]]],
     recorder: Recorder,
@@ -296,13 +282,14 @@ async def _observe(
 ) -> tuple[float, float, Driver | None]:
     """Run the observers (and the driver); returns the start and end instants."""
     users = list(tokens)
+    gqls = [GraphQL(http, url) for url in config.urls]  # one per node
     nodes = len(gqls)
     admin = (
         mint_token(config.secret, f"parity-{config.seed}-admin", admin=True)
         if (config.secret)
         else None
     )
-    everywhere: GraphQLClient = RoundRobin(gqls) if nodes > 1 else gqls[0]
+    everywhere = GraphQL(http, config.urls)  # every node in turn
     scenario = await setup(everywhere, tokens, users) if config.drive else Scenario([], {})
     setups = []
     for user in users:
@@ -461,18 +448,17 @@ async def run_parity(config: RunConfig) -> list[DomainReport]:
     progress = Progress()
     started_at = utcnow()
     async with httpx.AsyncClient(timeout=10.0, limits=limits) as client:
-        gqls = [GraphQL(client, url) for url in config.urls]
-        if not gqls:
+        if not config.urls:
             raise RunError("no --url given")
         try:
-            stages = await _stages(gqls[0], tokens)
-        except GraphQLError as exc:
+            stages = await _stages(GraphQL(client, config.urls[0]), tokens)
+        except GraphQLFailed as exc:
             raise RunError(f"cannot read realtimeConfig from {config.urls[0]}: {exc}") from exc
         interval = _interval(config, stages)
         window = config.window if config.window is not None else default_window(interval)
         start, end, driver = await _observe(
             config,
-            gqls,
+            client,
             tokens,
             stages,
             recorder,

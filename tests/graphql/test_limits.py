@@ -26,7 +26,7 @@ from gateway.graphql.limits import (
 from gateway.graphql.schema import polling_schema
 from gateway.store import open_store
 from ops.bench._common import POLL_QUERY
-from parity.observers import state_query
+from parity.state import state_query
 
 SCHEMA = polling_schema()
 

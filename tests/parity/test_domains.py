@@ -23,7 +23,7 @@ from parity.model import (
     newest_since,
     observe,
 )
-from parity.observers import apply_event, apply_presence, state_from_graphql, state_query
+from parity.state import apply_event, apply_presence, state_from_graphql, state_query
 from parity.stats import needed_samples, wilson_upper
 
 C = Classification

@@ -21,7 +21,7 @@ import pytest
 import contracts
 from contracts import EVENT_TYPES
 from parity.model import DOMAINS, flatten
-from parity.observers import apply_event, state_from_graphql
+from parity.state import apply_event, state_from_graphql
 
 GOLDEN = Path(contracts.__file__).parent / "fixtures" / "reducer"
 NAMES = sorted(path.stem for path in GOLDEN.glob("*.json"))

@@ -12,8 +12,8 @@ import httpx
 import trio
 
 from gateway.auth import mint_token
+from gateway.client import GraphQL, GraphQLFailed, websocket_url
 from parity.driver import Driver, DriverStats, setup
-from parity.observers import GraphQL, GraphQLError, RoundRobin
 
 # What a legacy app polls: badges, the conversation list, requests, an event it
 # shows, the feed; another screen polls an organization.
@@ -56,9 +56,9 @@ async def drive_and_poll(
     limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
     async with httpx.AsyncClient(timeout=10, limits=limits) as client:
         nodes = [GraphQL(client, url) for url in urls]
-        everywhere = RoundRobin(nodes) if len(nodes) > 1 else nodes[0]
+        everywhere = GraphQL(client, urls)
         scenario = await setup(everywhere, tokens, names)
-        ws_urls = [u.replace("http://", "ws://", 1) + "/ws" for u in urls]
+        ws_urls = [websocket_url(u) for u in urls]
         driver = Driver(
             everywhere, ws_urls, tokens, names, scenario, seed=seed, admin_token=admin, rate=12.0
         )
@@ -72,11 +72,11 @@ async def drive_and_poll(
             await trio.sleep(rng.random() * poll_interval)
             while True:
                 try:
-                    await gql.request(tokens[user], HOME, {"e": event})
+                    await gql.query(HOME, {"e": event}, token=tokens[user])
                     if orgs and rng.random() < 0.5:
-                        await gql.request(tokens[user], ORG, {"o": rng.choice(orgs)})
+                        await gql.query(ORG, {"o": rng.choice(orgs)}, token=tokens[user])
                     traffic.polls += 1
-                except GraphQLError:
+                except GraphQLFailed:
                     traffic.failed_polls += 1
                 await trio.sleep(poll_interval)
 
