@@ -38,7 +38,6 @@ from gateway.events import Ephemeral, StoredEvent
 from gateway.ports import BearerVerifier
 from gateway.registry import EventType, PayloadInvalid, Registry, UnknownEventType
 from gateway.store import Append, Store, run_store
-from gateway.store.writer import StoreWriter
 
 __all__ = [
     "DEFAULT_IDEMPOTENCY_TTL_S",
@@ -147,7 +146,6 @@ class PublishApi:
         max_batch: int = DEFAULT_MAX_BATCH,
         idempotency_ttl_s: float = DEFAULT_IDEMPOTENCY_TTL_S,
         clock: Callable[[], float] = time.time,
-        writer: StoreWriter | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -159,7 +157,6 @@ class PublishApi:
         self.max_batch = max_batch
         self.idempotency_ttl_s = idempotency_ttl_s
         self._clock = clock
-        self._writer = writer  # the node's store writer: commits grouped per thread hand-off
 
     # -- credentials ---------------------------------------------------------
 
@@ -198,10 +195,7 @@ class PublishApi:
         try:
             items = self._check(credential, body)
             now = self._clock()
-            if self._writer is not None:
-                committed = await self._writer.call(self._commit, credential, items, now)
-            else:
-                committed = await run_store(self._commit, credential, items, now, limiter="store")
+            committed = await run_store(self._commit, credential, items, now, limiter="store")
         except Refusal as refusal:
             return refusal.answer()
         if committed.events or committed.ephemeral:

@@ -29,7 +29,6 @@ from gateway.faults import Faults, OmittingStore, parse_faults
 from gateway.registry import Registry, RegistryWatcher, TopicAuthorizer
 from gateway.rollout import RolloutWatcher
 from gateway.store import Store, open_store, run_store
-from gateway.store.writer import StoreWriter
 from gateway.ws.backplane import Backplane, LocalBackplane
 from gateway.ws.hub import Hub
 
@@ -153,7 +152,7 @@ def _auth_config(settings: Settings) -> AuthConfig:
     )
 
 
-def _publish_api(runtime: Runtime, writer: StoreWriter) -> PublishApi:
+def _publish_api(runtime: Runtime) -> PublishApi:
     from gateway.publish_api import PublishApi
     from gateway.registry import build_registry, contract_builtins
 
@@ -178,7 +177,6 @@ def _publish_api(runtime: Runtime, writer: StoreWriter) -> PublishApi:
         registry,
         runtime.authenticator,
         runtime.settings.publish_api_keys,
-        writer=writer,
     )
 
 
@@ -256,9 +254,7 @@ async def run_runtime(
                 topics=TopicAuthorizer(registry) if registry is not None else None,
             )
             if registry is not None or settings.publish_api_keys:
-                writer = StoreWriter()  # the publish API's commits, a group per thread hand-off
-                await nursery.start(writer.run)
-                runtime.publisher = _publish_api(runtime, writer)
+                runtime.publisher = _publish_api(runtime)
             nursery.start_soon(_retention_sweep, runtime)
             runtime.evidence, runtime.audit = await nursery.start(run_audit, runtime)
             task_status.started(runtime)
