@@ -113,7 +113,7 @@ class _Item:
     users: tuple[str, ...]  # as the publisher named them
     topic: str | None  # as the publisher named it
     key: str | None
-    fingerprint: str
+    fingerprint: str  # what an idempotency key's replay is compared by ("" without a key)
 
     def result(self) -> dict[str, Any]:
         """The answer's entry, without recipients' `seq`s."""
@@ -274,11 +274,13 @@ class PublishApi:
         except PayloadInvalid as exc:
             path = at + (exc.path or "$.payload").removeprefix("$.")
             raise Refusal(422, "PAYLOAD_INVALID", f"{path}: {exc.reason}", path) from None
-        fingerprint = hashlib.sha256(
-            json.dumps(
-                [name, payload, list(users), topic], sort_keys=True, separators=(",", ":")
-            ).encode()
-        ).hexdigest()
+        fingerprint = ""
+        if key is not None:
+            fingerprint = hashlib.sha256(
+                json.dumps(
+                    [name, payload, list(users), topic], sort_keys=True, separators=(",", ":")
+                ).encode()
+            ).hexdigest()
         return _Item(index, at, event_type, payload, users, topic, key, fingerprint)
 
     def _check_recipients(
