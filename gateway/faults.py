@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -140,6 +140,16 @@ class _OmittingTx:
             # Never committed: seq 0, which the runtime does not publish.
             return StoredEvent(user_id, "", 0, "", type, payload, "")
         return self._tx.append_event(user_id, type, payload)
+
+    def append_events(self, appends: Sequence[tuple[str, str, dict]]) -> list[StoredEvent]:
+        omitted = [self._faults.omit(type) for _, type, _ in appends]
+        kept = iter(
+            self._tx.append_events([a for a, o in zip(appends, omitted, strict=True) if not o])
+        )
+        return [
+            StoredEvent(user_id, "", 0, "", type, payload, "") if o else next(kept)
+            for (user_id, type, payload), o in zip(appends, omitted, strict=True)
+        ]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._tx, name)

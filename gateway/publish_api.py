@@ -37,7 +37,7 @@ from gateway.errors import CutoverError, Forbidden, Unauthorized
 from gateway.events import Ephemeral, StoredEvent
 from gateway.ports import BearerVerifier
 from gateway.registry import EventType, PayloadInvalid, Registry, UnknownEventType
-from gateway.store import Store, Tx, run_store
+from gateway.store import Append, Store, run_store
 
 __all__ = [
     "DEFAULT_IDEMPOTENCY_TTL_S",
@@ -113,7 +113,7 @@ class _Item:
     users: tuple[str, ...]  # as the publisher named them
     topic: str | None  # as the publisher named it
     key: str | None
-    fingerprint: str
+    fingerprint: str  # what an idempotency key's replay is compared by ("" without a key)
 
     def result(self) -> dict[str, Any]:
         """The answer's entry, without recipients' `seq`s."""
@@ -274,11 +274,13 @@ class PublishApi:
         except PayloadInvalid as exc:
             path = at + (exc.path or "$.payload").removeprefix("$.")
             raise Refusal(422, "PAYLOAD_INVALID", f"{path}: {exc.reason}", path) from None
-        fingerprint = hashlib.sha256(
-            json.dumps(
-                [name, payload, list(users), topic], sort_keys=True, separators=(",", ":")
-            ).encode()
-        ).hexdigest()
+        fingerprint = ""
+        if key is not None:
+            fingerprint = hashlib.sha256(
+                json.dumps(
+                    [name, payload, list(users), topic], sort_keys=True, separators=(",", ":")
+                ).encode()
+            ).hexdigest()
         return _Item(index, at, event_type, payload, users, topic, key, fingerprint)
 
     def _check_recipients(
@@ -357,31 +359,44 @@ class PublishApi:
     # -- the transaction (blocking: runs in a store thread) --------------------
 
     def _commit(self, credential: PublishCredential, items: list[_Item], now: float) -> _Committed:
+        """The request in one transaction: its idempotency keys recalled in one
+        read, its durable events appended in one batch (each recipient's in
+        request order), its new keys remembered in one write."""
         scope = credential.idempotency_scope
         since = now - self.idempotency_ttl_s
         results: list[dict[str, Any]] = []
-        events: list[StoredEvent] = []
+        fresh: list[tuple[_Item, dict[str, Any]]] = []
+        appends: list[Append] = []
         ephemeral: list[Ephemeral] = []
         with self._store.transaction() as tx:
+            keys = [item.key for item in items if item.key is not None]
+            earlier = tx.recall_idempotencies(scope, keys, since) if keys else {}
             for item in items:
-                if item.key is not None:
-                    earlier = tx.recall_idempotency(scope, item.key, since)
-                    if earlier is not None:
-                        results.append(_replay(item, earlier, self.idempotency_ttl_s))
-                        continue
+                if item.key is not None and item.key in earlier:
+                    results.append(_replay(item, earlier[item.key], self.idempotency_ttl_s))
+                    continue
                 result = item.result()
+                results.append(result)
+                fresh.append((item, result))
                 if item.event_type.durable:
-                    for user in item.users:
-                        stored = tx.append_event(
-                            credential.user_id(user), item.event_type.name, item.payload
-                        )
-                        result["recipients"][user] = stored.seq
-                        events.append(stored)
+                    name = item.event_type.name
+                    appends.extend(
+                        (credential.user_id(user), name, item.payload) for user in item.users
+                    )
                 else:
                     ephemeral.append(_ephemeral(credential, item))
+            events = tx.append_events(appends) if appends else []
+            stored = iter(events)
+            records: list[tuple[str, str]] = []
+            for item, result in fresh:
+                if item.event_type.durable:
+                    for user in item.users:
+                        result["recipients"][user] = next(stored).seq
                 if item.key is not None:
-                    _remember(tx, scope, item, result, now)
-                results.append({**result, "replayed": False})
+                    records.append((item.key, _record(item, result)))
+                result["replayed"] = False
+            if records:
+                tx.remember_idempotencies(scope, records, now)
         return _Committed(results, events, ephemeral)
 
 
@@ -404,9 +419,9 @@ def _ephemeral(credential: PublishCredential, item: _Item) -> Ephemeral:
     )
 
 
-def _remember(tx: Tx, scope: str, item: _Item, result: dict[str, Any], now: float) -> None:
-    record = json.dumps({"fingerprint": item.fingerprint, "result": result})
-    tx.remember_idempotency(scope, item.key or "", record, now)
+def _record(item: _Item, result: dict[str, Any]) -> str:
+    """The idempotency record of a committed event: its fingerprint and its answer."""
+    return json.dumps({"fingerprint": item.fingerprint, "result": result})
 
 
 def _replay(item: _Item, record_json: str, ttl_s: float) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The event-type registry: every declared event type and custom topic rule.
 
 `build_registry` is pure: it takes decoded declarations and returns a
-`Registry` with each payload validator compiled once. `load_registry` reads a
+`Registry` with each payload validator built once (and, where it agrees with
+jsonschema by construction, a compiled first check: `_fast`). `load_registry` reads a
 list of directories (blocking: call it from a thread in async code) and
 builds one. The contract's own domain events (PROTOCOL.md 2.3, 2.4) are
 declared the same way and loaded first, as built-ins; a declared type cannot
@@ -32,6 +33,7 @@ from gateway.registry._declarations import (
     parse_topic_rule,
 )
 from gateway.registry._errors import DeclarationInvalid, PayloadInvalid, UnknownEventType
+from gateway.registry._fast import FastCheck, compile_fast_check
 from gateway.registry._schema_diff import check_compat
 
 __all__ = [
@@ -58,14 +60,22 @@ class Registry:
         self,
         types: Iterable[EventType],
         topics: Iterable[TopicRule] = (),
+        *,
+        fast_checks: bool = True,
     ) -> None:
         self._types: dict[str, dict[int, EventType]] = {}
         self._validators: dict[tuple[str, int], Draft202012Validator] = {}
+        self._fast: dict[tuple[str, int], FastCheck] = {}
+        format_checker = Draft202012Validator.FORMAT_CHECKER
         for event_type in types:
+            key = (event_type.name, event_type.version)
             self._types.setdefault(event_type.name, {})[event_type.version] = event_type
-            self._validators[event_type.name, event_type.version] = Draft202012Validator(
-                event_type.schema, format_checker=Draft202012Validator.FORMAT_CHECKER
+            self._validators[key] = Draft202012Validator(
+                event_type.schema, format_checker=format_checker
             )
+            fast = compile_fast_check(event_type.schema, format_checker) if fast_checks else None
+            if fast is not None:
+                self._fast[key] = fast
         self._topics = {rule.topic: rule for rule in topics}
 
     def __contains__(self, name: object) -> bool:
@@ -97,10 +107,30 @@ class Registry:
             raise UnknownEventType(name, version)
         return versions[version]
 
-    def validate(self, name: str, payload: Any, version: int | None = None) -> None:
-        """Raise `PayloadInvalid` (with the failing JSON path) unless `payload` matches."""
+    def fast_checked(self, name: str, version: int | None = None) -> bool:
+        """Whether the type's payloads get the compiled first check (`_fast`)."""
         event_type = self.get(name, version)
-        validator = self._validators[event_type.name, event_type.version]
+        return (event_type.name, event_type.version) in self._fast
+
+    def validate(self, name: str, payload: Any, version: int | None = None) -> None:
+        """Raise `PayloadInvalid` (with the failing JSON path) unless `payload`
+        (decoded from JSON) matches.
+
+        The compiled check, where the type has one, passes only payloads
+        jsonschema passes; anything else is decided by jsonschema, whose
+        best match names the refusal.
+        """
+        event_type = self.get(name, version)
+        key = (event_type.name, event_type.version)
+        fast = self._fast.get(key)
+        if fast is not None:
+            try:
+                fast(payload)
+            except Exception:  # refused, or could not tell: jsonschema decides and explains
+                pass
+            else:
+                return
+        validator = self._validators[key]
         error = best_match(validator.iter_errors(payload))
         if error is None:
             return

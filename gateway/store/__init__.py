@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from gateway.store.base import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, Row, Store, Tx
+from gateway.store.base import DEFAULT_MAX_AGE, DEFAULT_MAX_COUNT, Append, Row, Store, Tx
 from gateway.store.runner import limiter_for, run_store
 from gateway.store.sqlite import SqliteStore, SqliteTx
 
 __all__ = [
     "DEFAULT_MAX_AGE",
     "DEFAULT_MAX_COUNT",
+    "Append",
     "Row",
     "SqliteStore",
     "SqliteTx",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, overload
 
@@ -27,7 +27,7 @@ from pymongo.errors import (
 
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.events import Cursor, StoredEvent, iso, new_id
-from gateway.store.base import Row, Tx
+from gateway.store.base import Append, Row, Tx
 
 __all__ = [
     "TRANSIENT",
@@ -80,6 +80,10 @@ def mapping_driver_errors() -> Iterator[None]:
         yield
     except PyMongoError as exc:
         raise map_driver_error(exc) from exc
+
+
+# Stored payloads: compact JSON text (one encoder for every call).
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def new_epoch() -> str:
@@ -217,43 +221,63 @@ class MongoTx(Tx):
         return stream
 
     def append_event(self, user_id: str, type: str, payload: dict[str, Any]) -> StoredEvent:
-        stream = self._write(
-            "streams",
-            "find_one_and_update",
-            {"_id": user_id},
-            {
-                "$inc": {"head_seq": 1, "retained": 1},
-                "$setOnInsert": {"epoch": new_epoch(), "retained_from": 1},
-            },
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+        return self.append_events([(user_id, type, payload)])[0]
+
+    def append_events(self, appends: Sequence[Append]) -> list[StoredEvent]:
+        """Each user's head moved once by its count of events, then every event
+        in one `insert_many`."""
+        if not appends:
+            return []
+        counts: dict[str, int] = {}
+        for user_id, _, _ in appends:
+            counts[user_id] = counts.get(user_id, 0) + 1
+        heads: dict[str, tuple[str, int]] = {}  # the epoch and the seq before the batch
+        for user_id, count in counts.items():
+            stream = self._write(
+                "streams",
+                "find_one_and_update",
+                {"_id": user_id},
+                {
+                    "$inc": {"head_seq": count, "retained": count},
+                    "$setOnInsert": {"epoch": new_epoch(), "retained_from": 1},
+                },
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+            heads[user_id] = (stream["epoch"], stream["head_seq"] - count)
         now = self._clock()
-        event = StoredEvent(
-            user_id=user_id,
-            epoch=stream["epoch"],
-            seq=stream["head_seq"],
-            id=new_id("evt"),
-            type=type,
-            payload=payload,
-            created_at=iso(now),
-        )
-        self._write(
-            "stream_events",
-            "insert_one",
-            {
-                "user_id": user_id,
-                "epoch": event.epoch,
-                "seq": event.seq,
-                "id": event.id,
-                "type": type,
-                # JSON text, as SQLite keeps it: any key and any integer round-trip exactly.
-                "payload": json.dumps(payload, separators=(",", ":")),
-                "created_at": event.created_at,
-                "created_ts": now.timestamp(),
-            },
-        )
-        return event
+        created_at, created_ts = iso(now), now.timestamp()
+        events: list[StoredEvent] = []
+        documents: list[dict[str, Any]] = []
+        for user_id, type, payload in appends:
+            epoch, seq = heads[user_id]
+            seq += 1
+            heads[user_id] = (epoch, seq)
+            event = StoredEvent(
+                user_id=user_id,
+                epoch=epoch,
+                seq=seq,
+                id=new_id("evt"),
+                type=type,
+                payload=payload,
+                created_at=created_at,
+            )
+            events.append(event)
+            documents.append(
+                {
+                    "user_id": user_id,
+                    "epoch": epoch,
+                    "seq": seq,
+                    "id": event.id,
+                    "type": type,
+                    # JSON text, as SQLite keeps it: any key and any integer round-trip exactly.
+                    "payload": _compact(payload),
+                    "created_at": created_at,
+                    "created_ts": created_ts,
+                }
+            )
+        self._write("stream_events", "insert_many", documents)
+        return events
 
     def stream_position(self, user_id: str) -> Cursor:
         stream = self._ensure_stream(user_id) if self._writable else self._stream(user_id)

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NoReturn, TypeAlias
 
 import psycopg
 from psycopg.rows import DictRow
-from psycopg.types.json import Json
 from psycopg_pool import PoolTimeout
 
 from gateway.errors import Conflict, StoreUnavailable
 from gateway.events import Cursor, StoredEvent, iso, new_id
-from gateway.store.base import Row, Tx
+from gateway.store.base import Append, Row, Tx
 from gateway.store.sqlite import new_epoch
 
 __all__ = ["DictConnection", "PostgresTx", "detail", "raise_mapped", "unavailable"]
@@ -103,42 +102,70 @@ class PostgresTx(Tx):
         return stream
 
     def append_event(self, user_id: str, type: str, payload: dict[str, Any]) -> StoredEvent:
+        return self.append_events([(user_id, type, payload)])[0]
+
+    def append_events(self, appends: Sequence[Append]) -> list[StoredEvent]:
+        """The batch in one statement: each user's head moved by its count of
+        events (its stream made on the first), then every event inserted at its
+        place below the new head."""
         if not self._writable:
             raise RuntimeError("a snapshot is read-only; use store.transaction()")
+        if not appends:
+            return []
+        counts: dict[str, int] = {}
+        for user_id, _, _ in appends:
+            counts[user_id] = counts.get(user_id, 0) + 1
+        left = dict(counts)
+        backs: list[int] = []  # how far below the new head each event lands
+        for user_id, _, _ in appends:
+            left[user_id] -= 1
+            backs.append(left[user_id])
         now = self._clock()
-        event_id = new_id("evt")
         created_at = iso(now)
-        row = self._w(
+        ids = [new_id("evt") for _ in appends]
+        rows = self._w(
             "WITH head AS ("
             " INSERT INTO streams AS s (user_id, epoch, head_seq, retained_from)"
-            " VALUES (%(user_id)s, %(epoch)s, 1, 1)"
-            " ON CONFLICT (user_id) DO UPDATE SET head_seq = s.head_seq + 1"
-            " RETURNING epoch, head_seq)"
+            " SELECT u.user_id, u.epoch, u.n, 1"
+            " FROM unnest(%(users)s::text[], %(epochs)s::text[], %(counts)s::bigint[])"
+            " AS u(user_id, epoch, n)"
+            " ON CONFLICT (user_id) DO UPDATE SET head_seq = s.head_seq + EXCLUDED.head_seq"
+            " RETURNING s.user_id, s.epoch, s.head_seq)"
             " INSERT INTO stream_events"
             " (user_id, epoch, seq, id, type, payload, created_at, created_ts)"
-            " SELECT %(user_id)s, epoch, head_seq, %(id)s, %(type)s, %(payload)s,"
-            " %(created_at)s, %(created_ts)s FROM head"
-            " RETURNING epoch, seq",
+            " SELECT h.user_id, h.epoch, h.head_seq - e.back, e.id, e.type, e.payload::json,"
+            " %(created_at)s, %(created_ts)s"
+            " FROM unnest(%(event_users)s::text[], %(backs)s::bigint[], %(ids)s::text[],"
+            " %(types)s::text[], %(payloads)s::text[]) AS e(user_id, back, id, type, payload)"
+            " JOIN head h ON h.user_id = e.user_id"
+            " RETURNING id, epoch, seq",
             {
-                "user_id": user_id,
-                "epoch": new_epoch(),
-                "id": event_id,
-                "type": type,
-                "payload": Json(payload, dumps=_compact),
+                "users": list(counts),
+                "epochs": [new_epoch() for _ in counts],
+                "counts": list(counts.values()),
+                "event_users": [user_id for user_id, _, _ in appends],
+                "backs": backs,
+                "ids": ids,
+                "types": [type for _, type, _ in appends],
+                "payloads": [_compact(payload) for _, _, payload in appends],
                 "created_at": created_at,
                 "created_ts": now.timestamp(),
             },
-        ).fetchone()
-        assert row is not None
-        return StoredEvent(
-            user_id=user_id,
-            epoch=row["epoch"],
-            seq=row["seq"],
-            id=event_id,
-            type=type,
-            payload=payload,
-            created_at=created_at,
-        )
+        ).fetchall()
+        placed = {row["id"]: row for row in rows}
+        assert len(placed) == len(appends)
+        return [
+            StoredEvent(
+                user_id=user_id,
+                epoch=placed[event_id]["epoch"],
+                seq=placed[event_id]["seq"],
+                id=event_id,
+                type=type,
+                payload=payload,
+                created_at=created_at,
+            )
+            for (user_id, type, payload), event_id in zip(appends, ids, strict=True)
+        ]
 
     def stream_position(self, user_id: str) -> Cursor:
         stream = self._stream(user_id) if not self._writable else self._ensure_stream(user_id)
@@ -162,6 +189,31 @@ class PostgresTx(Tx):
             (scope, key, since),
         )
         return row["result_json"] if row is not None else None
+
+    def remember_idempotencies(
+        self, scope: str, records: Sequence[tuple[str, str]], now: float
+    ) -> None:
+        if not records:
+            return
+        latest = dict(records)  # a key given twice: the last record, as one at a time would leave
+        self._w(
+            "INSERT INTO idempotency (scope, key, result_json, created_ts)"
+            " SELECT %(scope)s, r.key, r.result_json, %(now)s"
+            " FROM unnest(%(keys)s::text[], %(results)s::text[]) AS r(key, result_json)"
+            " ON CONFLICT (scope, key) DO UPDATE"
+            " SET result_json = EXCLUDED.result_json, created_ts = EXCLUDED.created_ts",
+            {"scope": scope, "now": now, "keys": list(latest), "results": list(latest.values())},
+        )
+
+    def recall_idempotencies(self, scope: str, keys: Sequence[str], since: float) -> dict[str, str]:
+        if not keys:
+            return {}
+        rows = self._all(
+            "SELECT key, result_json FROM idempotency"
+            " WHERE scope = %s AND key = ANY(%s::text[]) AND created_ts >= %s",
+            (scope, list(dict.fromkeys(keys)), since),
+        )
+        return {row["key"]: row["result_json"] for row in rows}
 
     # -- users -------------------------------------------------------------
 
@@ -625,5 +677,4 @@ class PostgresTx(Tx):
         )
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+_compact = json.JSONEncoder(separators=(",", ":")).encode

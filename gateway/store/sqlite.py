@@ -26,6 +26,7 @@ from gateway.store.base import (
     DEFAULT_MAX_AGE,
     DEFAULT_MAX_COUNT,
     EVIDENCE_KEY,
+    Append,
     Row,
     Store,
     Tx,
@@ -35,7 +36,11 @@ from gateway.store.base import (
 __all__ = ["SqliteStore", "SqliteTx"]
 
 BUSY_TIMEOUT_MS = 30_000
-HEADS_CHUNK = 500  # users per query of a node-wide tail (under SQLite's variable limit)
+HEADS_CHUNK = 500  # ids per query of a node-wide tail or a batch (under SQLite's variable limit)
+
+
+# Stored payloads: compact JSON text (one encoder for every call, as `json.dumps` would build).
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def new_epoch() -> str:
@@ -98,34 +103,59 @@ class SqliteTx(Tx):
         return stream
 
     def append_event(self, user_id: str, type: str, payload: dict[str, Any]) -> StoredEvent:
-        stream = self._ensure_stream(user_id)
-        seq = stream["head_seq"] + 1
+        return self.append_events([(user_id, type, payload)])[0]
+
+    def append_events(self, appends: Sequence[Append]) -> list[StoredEvent]:
+        """The batch in three statements: read the heads, move them (creating the
+        streams that are new), insert every event (`executemany`)."""
+        if not self._writable:
+            raise RuntimeError("a snapshot is read-only; use store.transaction()")
+        if not appends:
+            return []
+        users = list(dict.fromkeys(user_id for user_id, _, _ in appends))
+        heads: dict[str, tuple[str, int]] = {}
+        for start in range(0, len(users), HEADS_CHUNK):
+            chunk = users[start : start + HEADS_CHUNK]
+            rows = self._q(
+                f"SELECT user_id, epoch, head_seq FROM streams WHERE user_id IN ({_placeholders(chunk)})",
+                chunk,
+            )
+            for user_id, epoch, head_seq in rows.fetchall():
+                heads[user_id] = (epoch, head_seq)
+        for user_id in users:
+            if user_id not in heads:
+                heads[user_id] = (new_epoch(), 0)
         now = self._clock()
-        event = StoredEvent(
-            user_id=user_id,
-            epoch=stream["epoch"],
-            seq=seq,
-            id=new_id("evt"),
-            type=type,
-            payload=payload,
-            created_at=iso(now),
+        created_at, created_ts = iso(now), now.timestamp()
+        events: list[StoredEvent] = []
+        rows_out: list[tuple[Any, ...]] = []
+        for user_id, type, payload in appends:
+            epoch, seq = heads[user_id]
+            seq += 1
+            heads[user_id] = (epoch, seq)
+            event = StoredEvent(
+                user_id=user_id,
+                epoch=epoch,
+                seq=seq,
+                id=new_id("evt"),
+                type=type,
+                payload=payload,
+                created_at=created_at,
+            )
+            events.append(event)
+            text = _compact(payload)
+            rows_out.append((user_id, epoch, seq, event.id, type, text, created_at, created_ts))
+        self._conn.executemany(
+            "INSERT INTO streams (user_id, epoch, head_seq, retained_from) VALUES (?, ?, ?, 1)"
+            " ON CONFLICT (user_id) DO UPDATE SET head_seq = excluded.head_seq",
+            [(user_id, *heads[user_id]) for user_id in users],
         )
-        self._w("UPDATE streams SET head_seq = ? WHERE user_id = ?", (seq, user_id))
-        self._w(
+        self._conn.executemany(
             "INSERT INTO stream_events (user_id, epoch, seq, id, type, payload, created_at, created_ts)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                user_id,
-                event.epoch,
-                seq,
-                event.id,
-                type,
-                json.dumps(payload, separators=(",", ":")),
-                event.created_at,
-                now.timestamp(),
-            ),
+            rows_out,
         )
-        return event
+        return events
 
     def stream_position(self, user_id: str) -> Cursor:
         stream = self._stream(user_id) if not self._writable else self._ensure_stream(user_id)
@@ -147,6 +177,29 @@ class SqliteTx(Tx):
             (scope, key, since),
         ).fetchone()
         return row[0] if row is not None else None
+
+    def remember_idempotencies(
+        self, scope: str, records: Sequence[tuple[str, str]], now: float
+    ) -> None:
+        if not self._writable:
+            raise RuntimeError("a snapshot is read-only; use store.transaction()")
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO idempotency (scope, key, result_json, created_ts) VALUES (?, ?, ?, ?)",
+            [(scope, key, result_json, now) for key, result_json in records],
+        )
+
+    def recall_idempotencies(self, scope: str, keys: Sequence[str], since: float) -> dict[str, str]:
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, str] = {}
+        for start in range(0, len(wanted), HEADS_CHUNK):
+            chunk = wanted[start : start + HEADS_CHUNK]
+            rows = self._q(
+                "SELECT key, result_json FROM idempotency WHERE scope = ? AND created_ts >= ?"
+                f" AND key IN ({_placeholders(chunk)})",
+                (scope, since, *chunk),
+            )
+            found.update((key, result_json) for key, result_json in rows.fetchall())
+        return found
 
     # -- users -------------------------------------------------------------
 

@@ -36,6 +36,8 @@ NO_ROLLBACK = (
 MONGOMOCK_LIMITS: dict[str, str] = {
     "test_an_exception_rolls_back_state_and_events": NO_ROLLBACK,
     "test_idempotency_record_rolls_back_with_its_transaction": NO_ROLLBACK,
+    "test_an_exception_after_a_batch_rolls_it_back": NO_ROLLBACK,
+    "test_a_batch_failing_midway_rolls_back_the_whole_transaction": NO_ROLLBACK,
 }
 
 _databases: dict[str, str] = {}  # test key (its tmp_path) -> database on the real server
