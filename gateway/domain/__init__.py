@@ -135,9 +135,12 @@ class Domain:
         with self._read() as tx:
             return chat.total_unread(tx, viewer.user_id)
 
-    def conversations(self, viewer: Viewer, first: int = 50) -> list[dict[str, Any]]:
+    def conversations(
+        self, viewer: Viewer, first: int = 50, fields: frozenset[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The viewer's conversations; `fields` (None: all) as in `chat.conversation_views`."""
         with self._read() as tx:
-            return chat.conversations(tx, viewer, first)
+            return chat.conversations(tx, viewer, first, fields)
 
     def conversation(self, viewer: Viewer, id: str) -> dict[str, Any]:
         with self._read() as tx:

@@ -17,6 +17,7 @@ from gateway.store import Row, Tx
 
 __all__ = [
     "conversation_view",
+    "conversation_views",
     "conversations",
     "create_conversation",
     "leave_conversation",
@@ -56,65 +57,113 @@ def _conversation_for(tx: Tx, viewer: Viewer, conversation_id: Any) -> Row:
     return conversation
 
 
+def _shape(row: Row, delivered_to: list[str] | None, reads: list[Row] | None) -> dict[str, Any]:
+    """A stored message as the GraphQL `Message` type; `reads` are its conversation's.
+
+    None for `delivered_to` or `reads` leaves out `deliveredTo` or `readBy`.
+    """
+    shape = {
+        "id": row["id"],
+        "conversationId": row["conversation_id"],
+        "senderId": row["sender_id"],
+        "body": row["body"],
+        "createdAt": row["created_at"],
+        "clientMessageId": row["client_message_id"],
+    }
+    if delivered_to is not None:
+        shape["deliveredTo"] = sorted(delivered_to)
+    if reads is not None:
+        shape["readBy"] = sorted(
+            read["user_id"]
+            for read in reads
+            if read["message_pos"] >= row["pos"] and read["user_id"] != row["sender_id"]
+        )
+    return shape
+
+
+def _delivered(tx: Tx, message_ids: Iterable[str]) -> dict[str, list[str]]:
+    delivered: dict[str, list[str]] = {}
+    for delivery in tx.list_deliveries(message_ids):
+        delivered.setdefault(delivery["message_id"], []).append(delivery["user_id"])
+    return delivered
+
+
 def message_shapes(tx: Tx, conversation_id: str, rows: list[Row]) -> list[dict[str, Any]]:
     """Stored messages as the GraphQL `Message` type, with deliveries and readers."""
     if not rows:
         return []
-    delivered: dict[str, list[str]] = {}
-    for delivery in tx.list_deliveries(row["id"] for row in rows):
-        delivered.setdefault(delivery["message_id"], []).append(delivery["user_id"])
+    delivered = _delivered(tx, (row["id"] for row in rows))
     reads = tx.list_read_states(conversation_id)
-    return [
-        {
-            "id": row["id"],
-            "conversationId": row["conversation_id"],
-            "senderId": row["sender_id"],
-            "body": row["body"],
-            "createdAt": row["created_at"],
-            "clientMessageId": row["client_message_id"],
-            "deliveredTo": sorted(delivered.get(row["id"], [])),
-            "readBy": sorted(
-                read["user_id"]
-                for read in reads
-                if read["message_pos"] >= row["pos"] and read["user_id"] != row["sender_id"]
-            ),
-        }
-        for row in rows
-    ]
+    return [_shape(row, delivered.get(row["id"], []), reads) for row in rows]
 
 
 def message_shape(tx: Tx, row: Row) -> dict[str, Any]:
     return message_shapes(tx, row["conversation_id"], [row])[0]
 
 
-def unread_in(tx: Tx, conversation_id: str, user_id: str) -> tuple[int, Row | None]:
-    """Messages from others after the user's last read, and that read state."""
-    read = tx.get_read_state(conversation_id, user_id)
-    after = read["message_pos"] if read is not None else 0
-    return tx.count_messages_after(conversation_id, after, user_id), read
+def conversation_views(
+    tx: Tx, conversations: list[Row], user_id: str, fields: frozenset[str] | None = None
+) -> list[dict[str, Any]]:
+    """Conversations as the GraphQL `Conversation` type, as `user_id` sees them.
+
+    A fixed number of store reads whatever the number of conversations (the
+    store's batched reads), not a few per conversation. `fields` (the
+    `Conversation` fields wanted, `lastMessage.<field>` for the message's; None:
+    all) leaves out the reads of what is not wanted: a view then lacks the
+    keys of unwanted participants, read states and deliveries.
+    """
+    if not conversations:
+        return []
+
+    def wanted(*names: str) -> bool:
+        return fields is None or any(name in fields for name in names)
+
+    ids = [conversation["id"] for conversation in conversations]
+    with_last = wanted("lastMessage")
+    with_reads = wanted("lastReadMessageId") or (with_last and wanted("lastMessage.readBy"))
+    with_deliveries = with_last and wanted("lastMessage.deliveredTo")
+    lasts = tx.last_messages(ids) if with_last else {}
+    participants = tx.participants_of(ids) if wanted("participantIds") else None
+    reads = tx.read_states_of(ids) if with_reads else {}
+    unread = tx.unread_counts(user_id, ids) if wanted("unreadCount") else None
+    delivered = _delivered(tx, (row["id"] for row in lasts.values())) if with_deliveries else {}
+    views = []
+    for conversation in conversations:
+        conversation_id = conversation["id"]
+        states = reads.get(conversation_id, [])
+        view: dict[str, Any] = {"id": conversation_id}
+        if participants is not None:
+            view["participantIds"] = participants.get(conversation_id, [])
+        if with_last:
+            last = lasts.get(conversation_id)
+            view["lastMessage"] = (
+                _shape(
+                    last,
+                    delivered.get(last["id"], []) if with_deliveries else None,
+                    states if with_reads else None,
+                )
+                if last is not None
+                else None
+            )
+        if unread is not None:
+            view["unreadCount"] = unread.get(conversation_id, 0)
+        if with_reads:
+            own = next((read for read in states if read["user_id"] == user_id), None)
+            view["lastReadMessageId"] = own["message_id"] if own is not None else None
+        view["updatedAt"] = conversation["updated_at"]
+        views.append(view)
+    return views
 
 
 def conversation_view(tx: Tx, conversation: Row, user_id: str) -> dict[str, Any]:
     """A conversation as the GraphQL `Conversation` type, as `user_id` sees it."""
-    conversation_id = conversation["id"]
-    last = tx.last_message(conversation_id)
-    unread, read = unread_in(tx, conversation_id, user_id)
-    return {
-        "id": conversation_id,
-        "participantIds": tx.list_participants(conversation_id),
-        "lastMessage": message_shape(tx, last) if last is not None else None,
-        "unreadCount": unread,
-        "lastReadMessageId": read["message_id"] if read is not None else None,
-        "updatedAt": conversation["updated_at"],
-    }
+    return conversation_views(tx, [conversation], user_id)[0]
 
 
 def total_unread(tx: Tx, user_id: str) -> int:
     """The chat badge: the sum of the user's per-conversation unread counts."""
-    return sum(
-        unread_in(tx, conversation["id"], user_id)[0]
-        for conversation in tx.conversations_of(user_id)
-    )
+    ids = [conversation["id"] for conversation in tx.conversations_of(user_id)]
+    return sum(tx.unread_counts(user_id, ids).values()) if ids else 0
 
 
 def _tell_participants(change: Change, conversation: Row, participants: Iterable[str]) -> None:
@@ -133,12 +182,12 @@ def _tell_participants(change: Change, conversation: Row, participants: Iterable
 # -- queries -----------------------------------------------------------------
 
 
-def conversations(tx: Tx, viewer: Viewer, first: int) -> list[dict[str, Any]]:
+def conversations(
+    tx: Tx, viewer: Viewer, first: int, fields: frozenset[str] | None = None
+) -> list[dict[str, Any]]:
     first = check_limit(first, "first")
-    return [
-        conversation_view(tx, row, viewer.user_id)
-        for row in tx.conversations_of(viewer.user_id, first)
-    ]
+    rows = tx.conversations_of(viewer.user_id, first)
+    return conversation_views(tx, rows, viewer.user_id, fields)
 
 
 def conversation(tx: Tx, viewer: Viewer, conversation_id: str) -> dict[str, Any]:

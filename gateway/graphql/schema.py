@@ -19,7 +19,7 @@ from importlib import resources
 from typing import Any
 
 import attrs
-from graphql import GraphQLScalarType, GraphQLSchema, ValueNode, build_schema
+from graphql import FieldNode, GraphQLScalarType, GraphQLSchema, ValueNode, build_schema
 
 from gateway.errors import QueryTimeout
 from gateway.events import Outcome, iso, parse_iso
@@ -108,6 +108,35 @@ def _snake(name: str) -> str:
     return "".join(out)
 
 
+def _selected(info) -> frozenset[str] | None:
+    """The fields a field's selection names, `parent.child` one level down.
+
+    None (everything) when a fragment is involved: the selection is then
+    not read here, and the domain computes every field.
+    """
+    names: set[str] = set()
+    for node in info.field_nodes:
+        if node.selection_set is None:
+            return None
+        for selection in node.selection_set.selections:
+            if not isinstance(selection, FieldNode):
+                return None
+            name = selection.name.value
+            names.add(name)
+            if selection.selection_set is not None:
+                for inner in selection.selection_set.selections:
+                    if not isinstance(inner, FieldNode):
+                        return None
+                    names.add(f"{name}.{inner.name.value}")
+    return frozenset(names)
+
+
+def _conversations(_root, info, **args):
+    """`conversations`, reading only what the selection asks for."""
+    ctx = _ctx(info)
+    return ctx.domain.conversations(ctx.viewer, **_arguments(ctx, args), fields=_selected(info))
+
+
 def _realtime_cursor(_root, info):
     ctx = _ctx(info)
     if ctx.cursor is None:
@@ -127,7 +156,7 @@ QUERIES = {
     "unreadNotificationCount": _query("unread_notification_count"),
     "notifications": _query("notifications"),
     "chatUnreadCount": _query("chat_unread_count"),
-    "conversations": _query("conversations"),
+    "conversations": _conversations,
     "conversation": _query("conversation"),
     "messages": _query("messages"),
     "followRequests": _query("follow_requests"),

@@ -428,6 +428,48 @@ class PostgresTx(Tx):
             == 1
         )
 
+    # Batched reads of the conversation list: one query (one round trip) each.
+
+    def last_messages(self, conversation_ids: Iterable[str]) -> dict[str, Row]:
+        rows = self._all(
+            "SELECT m.* FROM unnest(%s::text[]) AS w(id) CROSS JOIN LATERAL"
+            " (SELECT * FROM messages WHERE conversation_id = w.id ORDER BY pos DESC LIMIT 1) m",
+            (list(dict.fromkeys(conversation_ids)),),
+        )
+        return {row["conversation_id"]: row for row in rows}
+
+    def participants_of(self, conversation_ids: Iterable[str]) -> dict[str, list[str]]:
+        wanted = list(dict.fromkeys(conversation_ids))
+        found: dict[str, list[str]] = {conversation_id: [] for conversation_id in wanted}
+        for row in self._all(
+            "SELECT conversation_id, user_id FROM participants WHERE conversation_id = ANY(%s)"
+            " ORDER BY conversation_id, user_id",
+            (wanted,),
+        ):
+            found[row["conversation_id"]].append(row["user_id"])
+        return found
+
+    def read_states_of(self, conversation_ids: Iterable[str]) -> dict[str, list[Row]]:
+        wanted = list(dict.fromkeys(conversation_ids))
+        found: dict[str, list[Row]] = {conversation_id: [] for conversation_id in wanted}
+        for row in self._all(
+            "SELECT * FROM read_states WHERE conversation_id = ANY(%s)"
+            " ORDER BY conversation_id, user_id",
+            (wanted,),
+        ):
+            found[row["conversation_id"]].append(row)
+        return found
+
+    def unread_counts(self, user_id: str, conversation_ids: Iterable[str]) -> dict[str, int]:
+        rows = self._all(
+            "SELECT w.id, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = w.id"
+            " AND m.pos > COALESCE((SELECT r.message_pos FROM read_states r"
+            " WHERE r.conversation_id = w.id AND r.user_id = %(user)s), 0)"
+            " AND m.sender_id <> %(user)s) AS unread FROM unnest(%(ids)s::text[]) AS w(id)",
+            {"user": user_id, "ids": list(dict.fromkeys(conversation_ids))},
+        )
+        return {row["id"]: row["unread"] for row in rows}
+
     def list_deliveries(self, message_ids: Iterable[str]) -> list[Row]:
         wanted = list(dict.fromkeys(message_ids))
         if not wanted:

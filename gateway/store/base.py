@@ -236,6 +236,35 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     def list_deliveries(self, message_ids: Iterable[str]) -> list[Row]: ...
 
+    # Batched reads of the conversation list: a store may answer each in one
+    # query; these defaults make the per-conversation reads above.
+
+    def last_messages(self, conversation_ids: Iterable[str]) -> dict[str, Row]:
+        """Each conversation's newest message by conversation id (none: left out)."""
+        found = {}
+        for conversation_id in dict.fromkeys(conversation_ids):
+            row = self.last_message(conversation_id)
+            if row is not None:
+                found[conversation_id] = row
+        return found
+
+    def participants_of(self, conversation_ids: Iterable[str]) -> dict[str, list[str]]:
+        """`list_participants` of each conversation."""
+        return {cid: self.list_participants(cid) for cid in dict.fromkeys(conversation_ids)}
+
+    def read_states_of(self, conversation_ids: Iterable[str]) -> dict[str, list[Row]]:
+        """`list_read_states` of each conversation."""
+        return {cid: self.list_read_states(cid) for cid in dict.fromkeys(conversation_ids)}
+
+    def unread_counts(self, user_id: str, conversation_ids: Iterable[str]) -> dict[str, int]:
+        """Per conversation, the messages from others after the user's read state (all without one)."""
+        counts = {}
+        for conversation_id in dict.fromkeys(conversation_ids):
+            read = self.get_read_state(conversation_id, user_id)
+            after = read["message_pos"] if read is not None else 0
+            counts[conversation_id] = self.count_messages_after(conversation_id, after, user_id)
+        return counts
+
     # -- follow requests ---------------------------------------------------
 
     @abc.abstractmethod

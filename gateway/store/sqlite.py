@@ -57,6 +57,11 @@ def _row(cursor: sqlite3.Cursor) -> Row | None:
     return dict(row) if row is not None else None
 
 
+def _json_ids(ids: Iterable[str]) -> str:
+    """Distinct ids as one JSON array, for `json_each(?)`."""
+    return json.dumps(list(dict.fromkeys(ids)))
+
+
 def _placeholders(values: list[Any]) -> str:
     return ",".join("?" * len(values))
 
@@ -418,6 +423,52 @@ class SqliteTx(Tx):
             (message_id, user_id, delivered_at),
         )
         return cursor.rowcount == 1
+
+    # Batched reads of the conversation list: one query each, the ids as one
+    # JSON array parameter (no variable limit).
+
+    def last_messages(self, conversation_ids: Iterable[str]) -> dict[str, Row]:
+        rows = self._q(
+            "SELECT * FROM messages WHERE pos IN (SELECT (SELECT MAX(m.pos) FROM messages m"
+            " WHERE m.conversation_id = w.value) FROM json_each(?) w)",
+            (_json_ids(conversation_ids),),
+        )
+        return {row["conversation_id"]: row for row in _rows(rows)}
+
+    def participants_of(self, conversation_ids: Iterable[str]) -> dict[str, list[str]]:
+        wanted = list(dict.fromkeys(conversation_ids))
+        found: dict[str, list[str]] = {conversation_id: [] for conversation_id in wanted}
+        for conversation_id, user_id in self._q(
+            "SELECT conversation_id, user_id FROM participants"
+            " WHERE conversation_id IN (SELECT value FROM json_each(?))"
+            " ORDER BY conversation_id, user_id",
+            (json.dumps(wanted),),
+        ).fetchall():
+            found[conversation_id].append(user_id)
+        return found
+
+    def read_states_of(self, conversation_ids: Iterable[str]) -> dict[str, list[Row]]:
+        wanted = list(dict.fromkeys(conversation_ids))
+        found: dict[str, list[Row]] = {conversation_id: [] for conversation_id in wanted}
+        for row in _rows(
+            self._q(
+                "SELECT * FROM read_states WHERE conversation_id IN (SELECT value FROM json_each(?))"
+                " ORDER BY conversation_id, user_id",
+                (json.dumps(wanted),),
+            )
+        ):
+            found[row["conversation_id"]].append(row)
+        return found
+
+    def unread_counts(self, user_id: str, conversation_ids: Iterable[str]) -> dict[str, int]:
+        cursor = self._q(
+            "SELECT w.value, (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = w.value"
+            " AND m.pos > COALESCE((SELECT r.message_pos FROM read_states r"
+            " WHERE r.conversation_id = w.value AND r.user_id = ?1), 0)"
+            " AND m.sender_id != ?1) FROM json_each(?2) w",
+            (user_id, _json_ids(conversation_ids)),
+        )
+        return dict(cursor.fetchall())
 
     def list_deliveries(self, message_ids: Iterable[str]) -> list[Row]:
         wanted = list(dict.fromkeys(message_ids))
