@@ -73,6 +73,7 @@ def _assert_contiguous(store, user, expected, writers):
 # -- many nodes ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("users", [["same"], ["u0", "u1", "u2"]])
 def test_seq_is_contiguous_with_writers_on_several_nodes(nodes, users):
     stores = [nodes(pool_size=4) for _ in range(4)]
@@ -115,6 +116,7 @@ def _process_writer(url: str, writer: int, count: int, start) -> list[int]:
         store.close()
 
 
+@pytest.mark.slow
 def test_seq_is_contiguous_with_writers_in_several_processes(url):
     processes, per_process = 3, 150
     context = multiprocessing.get_context("spawn")
@@ -135,6 +137,7 @@ def test_seq_is_contiguous_with_writers_in_several_processes(url):
         store.close()
 
 
+@pytest.mark.slow
 def test_mutations_on_several_nodes_see_each_others_changes(nodes):
     """Each event's payload is computed from the state its seq follows.
 
@@ -256,6 +259,7 @@ def test_nodes_starting_together_migrate_once(url):
     assert all(versions == [m.version for m in MIGRATIONS] for _, versions in results)
 
 
+@pytest.mark.slow
 def test_cutover_store_migrate(url):
     command = [sys.executable, "-m", "gateway.cli", "store", "migrate", "--store", url]
     first = subprocess.run(command, capture_output=True, text=True, timeout=60)
