@@ -4,7 +4,11 @@ The contract suites (`postgresql_store`) share one schema per test session,
 migrated once and emptied after each test that used it (every table but the
 migration ledger, every sequence restarted): a test starts from the same
 empty, migrated schema as a fresh one, without paying for a migration. Tests
-of the schema itself (`schema_url`) get a fresh schema of their own.
+of the schema itself (`schema_url`) get a fresh schema of their own. The
+tests' connections commit without waiting for the WAL flush
+(`synchronous_commit=off`): what a commit makes visible, and when, is the
+same; only a crash of the server could lose the last commits, which no test
+needs.
 
 The server is the one at `CUTOVER_TEST_POSTGRESQL_URL` (default: the local
 server every development and CI machine runs). When it cannot be reached the
@@ -46,6 +50,7 @@ class _Shared:
     name: str | None = None
     used = False
     emptying: str | None = None  # the statements that empty it, once read
+    conn: psycopg.Connection | None = None  # the connection that empties it
 
 
 LEDGER = "schema_migrations"
@@ -72,8 +77,9 @@ def admin() -> psycopg.Connection:
 
 
 def with_schema(url: str, schema: str) -> str:
-    """`url` with every connection's search_path set to `schema` (and a findable name)."""
-    options = quote(f"-c search_path={schema}", safe="")
+    """`url` with every connection's search_path set to `schema` (and a findable name),
+    committing without waiting for the WAL flush."""
+    options = quote(f"-c search_path={schema} -c synchronous_commit=off", safe="")
     joiner = "&" if "?" in url else "?"
     return f"{url}{joiner}options={options}&application_name=cutover-{schema}"
 
@@ -126,6 +132,15 @@ def _emptying(conn: psycopg.Connection, name: str) -> str:
     )
 
 
+def _cleaner() -> psycopg.Connection:
+    """The connection that empties the shared schema, kept for the session."""
+    conn = _Shared.conn
+    if conn is None or conn.closed or conn.broken:
+        conn = _Shared.conn = admin()
+        conn.execute(f"SET lock_timeout = '{EMPTY_LOCK_TIMEOUT}'; SET synchronous_commit = off")
+    return conn
+
+
 def _empty_shared() -> None:
     """Empty the shared schema after a test; if that fails (a lock a test left
     held), drop it instead and let the next test make a new one."""
@@ -133,17 +148,14 @@ def _empty_shared() -> None:
     _Shared.used = False
     if name is None:
         return
-    with admin() as conn:
-        try:
-            conn.execute(f"SET lock_timeout = '{EMPTY_LOCK_TIMEOUT}'")
-            if _Shared.emptying is None:
-                _Shared.emptying = _emptying(conn, name)
-            with conn.transaction():
-                conn.execute(_Shared.emptying)
-        except psycopg.Error:
-            _Shared.name = _Shared.emptying = None
-            conn.execute("SET lock_timeout = 0")
-            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    conn = _cleaner()
+    try:
+        if _Shared.emptying is None:
+            _Shared.emptying = _emptying(conn, name)
+        with conn.transaction():
+            conn.execute(_Shared.emptying)
+    except psycopg.Error:
+        drop_shared_schema()
 
 
 def drop_schemas() -> None:
@@ -160,8 +172,13 @@ def drop_schemas() -> None:
 
 
 def drop_shared_schema() -> None:
-    """Drop the session's shared schema (at the end of the session)."""
-    name, _Shared.name, _Shared.emptying, _Shared.used = _Shared.name, None, None, False
+    """Drop the session's shared schema (at the end of the session, or when it
+    could not be emptied)."""
+    name, conn = _Shared.name, _Shared.conn
+    _Shared.name = _Shared.emptying = _Shared.conn = None
+    _Shared.used = False
+    if conn is not None:
+        conn.close()
     if name is not None:
-        with admin() as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        with admin() as fresh:
+            fresh.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
