@@ -26,7 +26,14 @@ from gateway.errors import Conflict, StoreUnavailable
 from gateway.store import migrate_store, open_store
 from gateway.store._postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from gateway.store.postgres import PostgresStore, migrate_database, pool_size_for_limiters
-from tests.store._postgres import admin, drop_schemas, schema_url, server_url, with_schema
+from tests.store._postgres import (
+    admin,
+    drop_schemas,
+    schema_url,
+    server_url,
+    shared_schema_url,
+    with_schema,
+)
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/test"
 
@@ -38,8 +45,11 @@ def url(tmp_path):
 
 
 @pytest.fixture
-def nodes(url):
-    """Opens stores on one schema, as separate nodes would; all closed afterwards."""
+def nodes(request):
+    """Opens stores on one schema, as separate nodes would; all closed afterwards.
+    The schema is the test's `url` when it takes one, else the suite's shared schema
+    (migrated once, empty when the test began)."""
+    url = request.getfixturevalue("url") if "url" in request.fixturenames else shared_schema_url()
     opened: list[PostgresStore] = []
 
     def open_node(**kwargs) -> PostgresStore:
