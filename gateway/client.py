@@ -35,6 +35,7 @@ from urllib.parse import urlencode
 import attrs
 import httpx
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import (
     ConnectionClosed,
     HandshakeError,
@@ -50,8 +51,11 @@ __all__ = [
     "Caller",
     "GraphQL",
     "GraphQLFailed",
+    "MetricSample",
     "Session",
     "connect_session",
+    "metric_total",
+    "scrape_metrics",
     "websocket_url",
 ]
 
@@ -334,3 +338,29 @@ async def connect_session(
         message_queue_size=message_queue_size,
     ) as ws:
         yield session_class(ws, history=history)
+
+
+# -- a node's metrics (the operator CLI, the benchmarks) ----------------------
+
+#: One sample of `GET /metrics`: (name, labels, value); a counter's samples are
+#: named with `_total` (and `_created`, the time it was made).
+MetricSample = tuple[str, dict[str, str], float]
+
+
+async def scrape_metrics(http: httpx.AsyncClient, base_url: str) -> list[MetricSample]:
+    """Every sample a node serves at `GET /metrics` (Prometheus text format,
+    parsed by `prometheus_client`); `httpx.HTTPStatusError` unless 200."""
+    response = await http.get(f"{base_url.rstrip('/')}/metrics")
+    response.raise_for_status()
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    ]
+
+
+def metric_total(samples: list[MetricSample], name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels` (0 when none):
+    `metric_total(samples, "cutover_parity_audit_samples_total", outcome="audited")`."""
+    wanted = labels.items()
+    return sum(value for n, have, value in samples if n == name and wanted <= have.items())

@@ -1,7 +1,9 @@
-"""Markers for the suites that start real processes, so the unit run stays fast:
+"""Markers for the suites that start real processes (and the store's stress
+tests, marked `slow` where they are), so the unit run stays fast:
 
-    pytest -m "not e2e and not bench"    # units, about 20 s
-    pytest                               # everything (what `make test` runs)
+    pytest -m "not e2e and not bench and not slow"    # units, 23 s of CPU
+    pytest -m "not e2e and not bench"                 # units with the store's stress tests
+    pytest                                            # everything (what `make test` runs)
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Shared pieces of the benchmarks: server processes, seeding, CPU pinning,
-process measurements, percentiles and plain tables.
+process measurements, percentiles, plain tables, and the few requests the
+load generators send (GraphQL through `gateway.client`, the publish API).
 
 Everything here runs in the load-generating process; the measured servers
 are separate processes on 127.0.0.1, observed from outside with psutil.
@@ -21,8 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
+import httpx
 import psutil
 
+from gateway.client import GraphQL, GraphQLFailed
 from gateway.domain import ADMIN_SCOPE, Domain, Viewer
 from gateway.store import open_store
 
@@ -32,12 +35,15 @@ __all__ = [
     "ProcessSample",
     "ServerProcess",
     "Table",
+    "WireBytes",
+    "answered",
     "conditions",
     "http_request_bytes",
     "http_response_bytes",
     "percentile",
     "pin",
     "pinned_self",
+    "publish_events",
     "raise_nofile",
     "sample",
     "seed_users",
@@ -352,3 +358,47 @@ def http_response_bytes(response) -> int:
     line = len(f"HTTP/1.1 {response.status_code} {response.reason_phrase}\r\n")
     headers = sum(len(k) + len(v) + 4 for k, v in response.headers.raw)
     return line + headers + 2 + len(response.content)
+
+
+# -- the requests the load generators send -----------------------------------
+
+
+async def answered(polling: GraphQL, query: str, variables: dict | None = None) -> bool:
+    """Post one GraphQL request (`gateway.client`); whether it was answered without
+    errors. Transport errors and bodies that are not JSON propagate
+    (`httpx.HTTPError`, `ValueError`): the load loops count them."""
+    try:
+        await polling.query(query, variables)
+    except GraphQLFailed:
+        return False
+    return True
+
+
+async def publish_events(http: httpx.AsyncClient, url: str, api_key: str, body: dict) -> bool:
+    """Post `body` (one event, or `{"events": [...]}`) to the publish API; accepted (202)?
+
+    Not `gateway.publish.TrioPublisher`: it gives every event an idempotency key
+    and retries, so the server would also record each key and a refusal would
+    be hidden, a different workload from the one docs/performance.md measures
+    (events without keys, as many backends send them)."""
+    response = await http.post(f"{url}/realtime/events", json=body, headers={"X-Api-Key": api_key})
+    return response.status_code == 202
+
+
+@attrs.define
+class WireBytes:
+    """An httpx response hook counting what crosses the wire per exchange (HTTP/1.1
+    request and response lines, headers and bodies) and the response bodies alone:
+    `httpx.AsyncClient(event_hooks={"response": [wire]})`; `counting` turns it on."""
+
+    counting: bool = True
+    exchanges: int = 0
+    total: int = 0
+    bodies: int = 0
+
+    async def __call__(self, response: httpx.Response) -> None:
+        await response.aread()
+        if self.counting:
+            self.exchanges += 1
+            self.total += http_request_bytes(response.request) + http_response_bytes(response)
+            self.bodies += len(response.content)

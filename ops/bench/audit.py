@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-import re
 import secrets
 import statistics
 import tempfile
@@ -33,6 +32,7 @@ import httpx
 import trio
 
 from gateway.auth import mint_token
+from gateway.client import GraphQL, metric_total, scrape_metrics
 from ops.bench._common import (
     POLL_QUERY,
     Table,
@@ -44,6 +44,7 @@ from ops.bench._common import (
     seed_users,
     start_cutover,
 )
+from ops.bench.polling import poll_once, pollers
 
 __all__ = ["main"]
 
@@ -80,12 +81,7 @@ def _flags(path: Path, rate: float) -> Path:
     return path
 
 
-def _counter(text: str, outcome: str) -> float:
-    pattern = re.compile(
-        rf'^cutover_parity_audit_samples_total{{outcome="{outcome}"}} (\S+)$', re.MULTILINE
-    )
-    match = pattern.search(text)
-    return float(match.group(1)) if match else 0.0
+AUDIT_SAMPLES = "cutover_parity_audit_samples_total"
 
 
 async def _load(url: str, tokens: list[str], phase: Phase, clients: int, seconds: float, server):
@@ -93,18 +89,13 @@ async def _load(url: str, tokens: list[str], phase: Phase, clients: int, seconds
     measuring = False
     interval = clients / phase.rate
 
-    async def client_loop(client: httpx.AsyncClient, offset: float) -> None:
+    async def client_loop(users: list[GraphQL], offset: float) -> None:
         await trio.sleep(offset)
         next_at = trio.current_time()
         while True:
             started = time.perf_counter()
             try:
-                response = await client.post(
-                    f"{url}/graphql",
-                    json={"query": POLL_QUERY},
-                    headers={"Authorization": f"Bearer {random.choice(tokens)}"},
-                )
-                ok = response.status_code == 200 and not response.json().get("errors")
+                ok = await poll_once(random.choice(users))
             except (httpx.HTTPError, ValueError):
                 ok = False
             if measuring:
@@ -118,22 +109,28 @@ async def _load(url: str, tokens: list[str], phase: Phase, clients: int, seconds
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        users = pollers(client, url, tokens)
         async with trio.open_nursery() as nursery:
             for i in range(clients):
-                nursery.start_soon(client_loop, client, i * interval / clients)
+                nursery.start_soon(client_loop, users, i * interval / clients)
             await trio.sleep(WARM_UP_S)
-            before_metrics = (await client.get(f"{url}/metrics")).text
+            before_metrics = await scrape_metrics(client, url)
             measuring = True
             before = sample(server)
             await trio.sleep(seconds)
             after = sample(server)
             measuring = False
             nursery.cancel_scope.cancel()
-        after_metrics = (await client.get(f"{url}/metrics")).text
+        after_metrics = await scrape_metrics(client, url)
     phase.cpu_s = after.cpu_s - before.cpu_s
     phase.window_s = after.at - before.at
-    phase.audited = _counter(after_metrics, "audited") - _counter(before_metrics, "audited")
-    phase.skipped = _counter(after_metrics, "queue_full") - _counter(before_metrics, "queue_full")
+
+    def counted(outcome: str) -> float:
+        after_count = metric_total(after_metrics, AUDIT_SAMPLES, outcome=outcome)
+        return after_count - metric_total(before_metrics, AUDIT_SAMPLES, outcome=outcome)
+
+    phase.audited = counted("audited")
+    phase.skipped = counted("queue_full")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -39,19 +39,21 @@ import httpx
 import trio
 
 from gateway.auth import mint_token
+from gateway.client import GraphQL
 from ops.bench import ws
 from ops.bench._common import (
     POLL_QUERY,
     ServerProcess,
     Table,
+    WireBytes,
+    answered,
     conditions,
-    http_request_bytes,
-    http_response_bytes,
     raise_nofile,
     sample,
     seed_users,
     start_cutover,
 )
+from ops.bench.polling import poll_once, pollers
 
 __all__ = ["main"]
 
@@ -108,42 +110,38 @@ async def _window(
     clients: int,
 ) -> None:
     """Make the changes for `seconds` and, if `poll_every`, poll alongside."""
-    admin = {"Authorization": f"Bearer {mint_token(secret, 'bench-admin', admin=True)}"}
-    tokens = [mint_token(secret, u, ttl_s=3600) for u in users]
     change_rate = len(users) * CHANGES_PER_USER_PER_MINUTE / 60
 
     async def change(n: int) -> None:
         variables = {"u": users[n % len(users)], "t": f"change {n}"}
         try:
-            response = await writer.post(
-                f"{url}/graphql", json={"query": MUTATION, "variables": variables}, headers=admin
-            )
-            if response.status_code == 200:
+            if await answered(admin, MUTATION, variables):
                 mode.changes += 1
-        except httpx.HTTPError:
+        except (httpx.HTTPError, ValueError):
             pass
 
     async def poll(n: int) -> None:
-        headers = {"Authorization": f"Bearer {tokens[n % len(tokens)]}"}
         try:
-            response = await reader.post(
-                f"{url}/graphql", json={"query": POLL_QUERY}, headers=headers
-            )
-        except httpx.HTTPError:
-            mode.read_errors += 1
-            return
-        mode.bytes += http_request_bytes(response.request) + http_response_bytes(response)
-        if response.status_code == 200 and not response.json().get("errors"):
+            ok = await poll_once(readers[n % len(readers)])
+        except (httpx.HTTPError, ValueError):
+            ok = False
+        if ok:
             mode.reads += 1
         else:
             mode.read_errors += 1
 
+    # The polls' bytes on the wire, counted as each answer arrives (not the warm-up's).
+    wire = WireBytes(counting=False)
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with (
         httpx.AsyncClient(timeout=30) as writer,
-        httpx.AsyncClient(timeout=30, limits=limits) as reader,
+        httpx.AsyncClient(timeout=30, limits=limits, event_hooks={"response": [wire]}) as reader,
     ):
-        await reader.post(f"{url}/graphql", json={"query": POLL_QUERY}, headers=admin)
+        admin_token = mint_token(secret, "bench-admin", admin=True)
+        admin = GraphQL(writer, url, admin_token)
+        readers = pollers(reader, url, [mint_token(secret, u, ttl_s=3600) for u in users])
+        await GraphQL(reader, url, admin_token).post(POLL_QUERY)
+        wire.counting = True
         async with trio.open_nursery() as nursery:
             mode.scheduled_changes = int(change_rate * seconds)
             nursery.start_soon(_paced, mode.scheduled_changes, change_rate, 4, change)
@@ -152,6 +150,7 @@ async def _window(
                 mode.scheduled_reads = int(poll_rate * seconds)
                 nursery.start_soon(_paced, mode.scheduled_reads, poll_rate, clients, poll)
             await trio.sleep(seconds)
+    mode.bytes += wire.total
 
 
 def _measure(

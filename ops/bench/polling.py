@@ -4,9 +4,9 @@ request, with the server on one core.
 Seeds `--users` users (each in a few conversations with a message, holding a
 few notifications) straight into a temporary SQLite store, starts `cutover
 serve` pinned to CPU 0, and from this process, pinned to CPU 1, runs
-`--clients` concurrent keep-alive httpx clients under Trio, each posting the
-standard polling query for a random seeded user as fast as answers come,
-for `--duration` seconds after a one-second warm-up.
+`--clients` concurrent keep-alive httpx clients under Trio (`gateway.client`),
+each posting the standard polling query for a random seeded user as fast as
+answers come, for `--duration` seconds after a one-second warm-up.
 
 CPU per request = the server process's CPU time (user + system, psutil) over
 the window / requests answered. Both processes' CPU use over the window is
@@ -30,9 +30,12 @@ import psutil
 import trio
 
 from gateway.auth import mint_token
+from gateway.client import GraphQL
 from ops.bench._common import (
     POLL_QUERY,
     Table,
+    WireBytes,
+    answered,
     conditions,
     percentile,
     pin,
@@ -42,69 +45,74 @@ from ops.bench._common import (
     start_cutover,
 )
 
-__all__ = ["main", "poll_once"]
+__all__ = ["main", "poll_once", "pollers"]
 
 WARM_UP_S = 1.0
 
 
 @attrs.define
 class Load:
-    """Requests answered over a window, with their latencies and sizes."""
+    """Requests answered over a window, with their latencies; the response
+    bodies' bytes are counted by `wire`."""
 
     ok: int = 0
     errors: int = 0
     latencies: list[float] = attrs.Factory(list)
-    response_bytes: int = 0
+    wire: WireBytes = attrs.Factory(lambda: WireBytes(counting=False))
     measuring: bool = False
 
-    def record(self, ok: bool, latency: float, size: int) -> None:
+    def measure(self, on: bool) -> None:
+        self.measuring = self.wire.counting = on
+
+    def record(self, ok: bool, latency: float) -> None:
         if not self.measuring:
             return
         if ok:
             self.ok += 1
             self.latencies.append(latency)
-            self.response_bytes += size
         else:
             self.errors += 1
 
 
-async def poll_once(client: httpx.AsyncClient, url: str, token: str) -> tuple[bool, int]:
-    """One polling request; (answered without errors, response body bytes)."""
-    response = await client.post(
-        f"{url}/graphql",
-        json={"query": POLL_QUERY},
-        headers={"Authorization": f"Bearer {token}"},
-    )
-    ok = response.status_code == 200 and not response.json().get("errors")
-    return ok, len(response.content)
+def pollers(http: httpx.AsyncClient, url: str, tokens: list[str]) -> list[GraphQL]:
+    """One `gateway.client.GraphQL` per user token, all over `http`."""
+    return [GraphQL(http, url, token) for token in tokens]
+
+
+async def poll_once(polling: GraphQL) -> bool:
+    """One polling request; answered without errors?"""
+    return await answered(polling, POLL_QUERY)
 
 
 async def _drive(url: str, tokens: list[str], clients: int, seconds: float, server, load: Load):
     me = psutil.Process()
     stop_at = trio.current_time() + WARM_UP_S + seconds
 
-    async def loop(client: httpx.AsyncClient) -> None:
+    async def loop(users: list[GraphQL]) -> None:
         while trio.current_time() < stop_at:
             started = time.perf_counter()
             try:
-                ok, size = await poll_once(client, url, random.choice(tokens))
+                ok = await poll_once(random.choice(users))
             except (httpx.HTTPError, ValueError):
-                ok, size = False, 0
-            load.record(ok, time.perf_counter() - started, size)
+                ok = False
+            load.record(ok, time.perf_counter() - started)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with (
-        httpx.AsyncClient(timeout=30, limits=limits) as client,
+        httpx.AsyncClient(
+            timeout=30, limits=limits, event_hooks={"response": [load.wire]}
+        ) as client,
         trio.open_nursery() as nursery,
     ):
+        users = pollers(client, url, tokens)
         for _ in range(clients):
-            nursery.start_soon(loop, client)
+            nursery.start_soon(loop, users)
         await trio.sleep(WARM_UP_S)
-        load.measuring = True
+        load.measure(True)
         before = (sample(server), sample(me))
         await trio.sleep_until(stop_at)
         after = (sample(server), sample(me))
-        load.measuring = False
+        load.measure(False)
     return before, after
 
 
@@ -142,7 +150,8 @@ def main(args: argparse.Namespace) -> int:
     table.add("load generator CPU busy (% of one core)", client_cpu / window * 100)
     table.add("p50 latency (ms)", percentile(load.latencies, 50) * 1000)
     table.add("p99 latency (ms)", percentile(load.latencies, 99) * 1000)
-    table.add("response body (bytes/request)", load.response_bytes / load.ok if load.ok else 0.0)
+    bodies = load.wire.bodies / load.wire.exchanges if load.wire.exchanges else 0.0
+    table.add("response body (bytes/request)", bodies)
     table.notes.append(f"query: {POLL_QUERY}")
     table.notes.append(
         "server pinned to CPU 0, load generator to CPU 1"

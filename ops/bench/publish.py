@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import secrets
 import sys
 import tempfile
@@ -28,10 +27,12 @@ from pathlib import Path
 import attrs
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import ConnectionClosed, HandshakeError
 
+from contracts import split_frame
 from gateway.auth import mint_token
-from ops.bench._common import start_cutover
+from gateway.client import GraphQL, connect_session
+from ops.bench._common import answered, publish_events, start_cutover
 
 __all__ = ["main"]
 
@@ -120,17 +121,16 @@ async def _drive(seconds: float, clients: int, step) -> tuple[int, int, float]:
 async def _receive(ws_url: str, token: str, deliveries: Deliveries, task_status) -> None:
     started = False
     try:
-        async with open_websocket_url(
-            ws_url, extra_headers=[("Authorization", f"Bearer {token}")], message_queue_size=1024
-        ) as ws:
+        async with connect_session(ws_url, token=token, message_queue_size=1024) as session:
             deliveries.connected += 1
             task_status.started()
             started = True
             try:
+                # Frames straight from the socket, not `Session.next()`: the session
+                # would keep every one of the run's envelopes in `seen`.
                 while True:
-                    for line in (await ws.get_message()).split("\n"):
-                        if line:
-                            deliveries.record(json.loads(line).get("type", ""))
+                    for envelope in split_frame(await session.ws.get_message()):
+                        deliveries.record(envelope.get("type", ""))
             finally:
                 deliveries.connected -= 1
                 deliveries.poke()
@@ -145,22 +145,18 @@ async def _run(url: str, secret: str, api_key: str, args: argparse.Namespace) ->
     clients = max(1, args.clients)
     users = [f"bench-{i}" for i in range(max(1, min(args.users, MAX_RECIPIENTS)))]
     ws_url = url.replace("http://", "ws://") + "/ws"
-    endpoint = f"{url}/realtime/events"
-    key_header = {"X-Api-Key": api_key}
     deliveries = Deliveries()
 
     async def single(client: httpx.AsyncClient, n: int) -> int:
         body = {"type": SINGLE_TYPE, "payload": _like(n), "to": {"users": [users[n % len(users)]]}}
-        response = await client.post(endpoint, json=body, headers=key_header)
-        return 1 if response.status_code == 202 else 0
+        return 1 if await publish_events(client, url, api_key, body) else 0
 
     async def batch(client: httpx.AsyncClient, n: int) -> int:
         events = [
             {"type": BATCH_TYPE, "payload": _activity(i), "to": {"users": [users[i % len(users)]]}}
             for i in range(n * BATCH, (n + 1) * BATCH)
         ]
-        response = await client.post(endpoint, json={"events": events}, headers=key_header)
-        return BATCH if response.status_code == 202 else 0
+        return BATCH if await publish_events(client, url, api_key, {"events": events}) else 0
 
     admin = mint_token(secret, "bench-admin", admin=True)
     mutation = (
@@ -169,13 +165,8 @@ async def _run(url: str, secret: str, api_key: str, args: argparse.Namespace) ->
     )
 
     async def graphql(client: httpx.AsyncClient, n: int) -> int:
-        response = await client.post(
-            f"{url}/graphql",
-            json={"query": mutation, "variables": {"u": users[n % len(users)], "t": f"n{n}"}},
-            headers={"Authorization": f"Bearer {admin}"},
-        )
-        ok = response.status_code == 200 and not response.json().get("errors")
-        return 1 if ok else 0
+        variables = {"u": users[n % len(users)], "t": f"n{n}"}
+        return 1 if await answered(GraphQL(client, url, admin), mutation, variables) else 0
 
     phases: list[Phase] = []
     async with trio.open_nursery() as nursery:

@@ -57,22 +57,27 @@ import secrets
 import sys
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 import attrs
 import httpx
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import ConnectionClosed, HandshakeError
 
+from contracts import encode_action
 from gateway.auth import mint_token
+from gateway.client import GraphQL, Session, connect_session
 from ops.bench._common import (
     ServerProcess,
     Table,
+    answered,
     conditions,
     percentile,
     pin,
     pinned_self,
+    publish_events,
     raise_nofile,
     sample,
     seed_users,
@@ -82,7 +87,7 @@ from ops.bench._common import (
     start_raw,
     user_ids,
 )
-from ops.bench.polling import poll_once
+from ops.bench.polling import poll_once, pollers
 
 __all__ = [
     "client_process",
@@ -122,6 +127,17 @@ STAMPED = {
 
 
 # -- client processes --------------------------------------------------------
+#
+# Each connection is a `gateway.client` session (`connect_session`: the
+# handshake, the Bearer token), read frame by frame from its socket rather than
+# envelope by envelope with `Session.next()`: the benchmark counts frames and
+# their bytes as they arrive, and a session would keep every envelope of the
+# run in `seen`, in processes holding thousands of connections.
+#
+# A target is (URL, token): the token of a Cutover user, or None for the bare
+# servers, which name the user in the URL (`?user=`).
+
+Target = tuple[str, str | None]
 
 
 @attrs.define
@@ -200,14 +216,19 @@ def _stamp(envelope: dict) -> tuple[str, float] | None:
     return None
 
 
-async def _pinger(ws, tally: ClientTally, offset: float, every: float) -> None:
+def _ping(n: int) -> str:
+    """The protocol's `ping` action, the n-th of a connection."""
+    return encode_action("ping", {}, id=f"p-{n}")
+
+
+async def _pinger(session: Session, tally: ClientTally, offset: float, every: float) -> None:
     """Send the protocol's `ping` every `every` seconds, first after `offset`."""
     await trio.sleep(offset)
     for n in itertools.count():
-        message = json.dumps({"v": 1, "id": f"p-{n}", "action": "ping", "payload": {}})
+        message = _ping(n)
         size = len(message.encode())
         try:
-            await ws.send_message(message)
+            await session.send_raw(message)
         except ConnectionClosed:
             return
         tally.sent_frames += 1
@@ -230,46 +251,43 @@ async def _receive(ws, tally: ClientTally) -> None:
         tally.record(frame, received)
 
 
-async def _client(url: str, headers: list, tally: ClientTally, limiter, ping, task_status) -> None:
+async def _client(
+    url: str, token: str | None, tally: ClientTally, limiter, ping, task_status
+) -> None:
     started = False
     try:
-        async with limiter:
-            ws_cm = open_websocket_url(url, extra_headers=headers, message_queue_size=64)
-            ws = await ws_cm.__aenter__()
-        try:
-            await ws.get_message()  # session.welcome
+        async with AsyncExitStack() as stack:
+            async with limiter:  # bounds the handshakes only, not the connections
+                session = await stack.enter_async_context(connect_session(url, token=token))
+            await session.ws.get_message()  # session.welcome
             tally.connected += 1
             task_status.started()
             started = True
             if ping is None:
-                await _receive(ws, tally)
+                await _receive(session.ws, tally)
             else:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_pinger, ws, tally, *ping)
+                    nursery.start_soon(_pinger, session, tally, *ping)
                     try:
-                        await _receive(ws, tally)
+                        await _receive(session.ws, tally)
                     finally:
                         nursery.cancel_scope.cancel()
-        finally:
-            await ws_cm.__aexit__(None, None, None)
     except (OSError, HandshakeError, ConnectionClosed, trio.TooSlowError) as exc:
         tally.closed(exc, connected=started)
         if not started:
             task_status.started()
 
 
-async def _client_main(
-    pipe: Connection, targets: list[tuple[str, list]], ping_every: float | None
-) -> None:
+async def _client_main(pipe: Connection, targets: list[Target], ping_every: float | None) -> None:
     tally = ClientTally()
     limiter = trio.CapacityLimiter(CONNECT_CONCURRENCY)
     pipe_limiter = trio.CapacityLimiter(1)
     async with trio.open_nursery() as nursery:
         async with trio.open_nursery() as connecting:
-            for n, (url, headers) in enumerate(targets):
+            for n, (url, token) in enumerate(targets):
                 ping = None if ping_every is None else (n * ping_every / len(targets), ping_every)
                 connecting.start_soon(
-                    lambda u=url, h=headers, p=ping: nursery.start(_client, u, h, tally, limiter, p)
+                    lambda u=url, t=token, p=ping: nursery.start(_client, u, t, tally, limiter, p)
                 )
         pipe.send(_connected_reply(tally))
         while (await trio.to_thread.run_sync(pipe.recv, limiter=pipe_limiter)) == "mark":
@@ -291,7 +309,7 @@ def _connected_reply(tally: ClientTally) -> tuple:
 
 def client_process(
     pipe: Connection,
-    targets: list[tuple[str, list]],
+    targets: list[Target],
     cpu: int | None,
     ping_every: float | None = None,
 ) -> None:
@@ -305,6 +323,9 @@ def client_process(
 
 
 # -- client processes offering permessage-deflate (websockets, asyncio) ------
+#
+# `gateway.client` is on trio-websocket, which never offers permessage-deflate;
+# these clients are the `websockets` library's, on asyncio, for that phase only.
 
 
 def _count_received(tally: ClientTally, frame: str | bytes) -> None:
@@ -322,7 +343,7 @@ async def _deflate_pinger(ws, tally: ClientTally, offset: float, every: float) -
 
     await asyncio.sleep(offset)
     for n in itertools.count():
-        message = json.dumps({"v": 1, "id": f"p-{n}", "action": "ping", "payload": {}})
+        message = _ping(n)
         size = len(message.encode())
         try:
             await ws.send(message)
@@ -335,7 +356,7 @@ async def _deflate_pinger(ws, tally: ClientTally, offset: float, every: float) -
 
 async def _deflate_client(
     url: str,
-    headers: list,
+    token: str | None,
     tally: ClientTally,
     limiter: asyncio.Semaphore,
     ping: tuple[float, float] | None,
@@ -353,7 +374,7 @@ async def _deflate_client(
         async with limiter:
             ws = await connect(
                 url,
-                additional_headers=headers,
+                additional_headers={"Authorization": f"Bearer {token}"} if token else {},
                 compression="deflate",
                 ping_interval=None,  # the protocol's own ping, as the other clients
                 max_queue=64,
@@ -383,19 +404,15 @@ async def _deflate_client(
             ws.transport.abort()  # told "stop", or closed: no closing handshake
 
 
-async def _deflate_main(
-    pipe: Connection, targets: list[tuple[str, list]], ping_every: float | None
-) -> None:
+async def _deflate_main(pipe: Connection, targets: list[Target], ping_every: float | None) -> None:
     tally = ClientTally()
     limiter = asyncio.Semaphore(CONNECT_CONCURRENCY)
     loop = asyncio.get_running_loop()
     readies = [loop.create_future() for _ in targets]
     tasks = []
-    for n, ((url, headers), ready) in enumerate(zip(targets, readies, strict=True)):
+    for n, ((url, token), ready) in enumerate(zip(targets, readies, strict=True)):
         ping = None if ping_every is None else (n * ping_every / len(targets), ping_every)
-        tasks.append(
-            asyncio.create_task(_deflate_client(url, headers, tally, limiter, ping, ready))
-        )
+        tasks.append(asyncio.create_task(_deflate_client(url, token, tally, limiter, ping, ready)))
     await asyncio.gather(*readies)
     pipe.send(_connected_reply(tally))
     while (await loop.run_in_executor(None, pipe.recv)) == "mark":
@@ -408,7 +425,7 @@ async def _deflate_main(
 
 def deflate_client_process(
     pipe: Connection,
-    targets: list[tuple[str, list]],
+    targets: list[Target],
     cpu: int | None,
     ping_every: float | None = None,
 ) -> None:
@@ -476,21 +493,16 @@ class Result:
         return self.phases.get(name) or Phase()
 
 
-def targets_for(
-    server: ServerProcess, users: list[str], secret: str | None
-) -> list[tuple[str, list]]:
+def targets_for(server: ServerProcess, users: list[str], secret: str | None) -> list[Target]:
     if secret is None:  # the bare server names the user in the path
-        return [(f"{server.ws_url}?user={u}", []) for u in users]
-    return [
-        (server.ws_url, [("Authorization", f"Bearer {mint_token(secret, u, ttl_s=3600)}")])
-        for u in users
-    ]
+        return [(f"{server.ws_url}?user={u}", None) for u in users]
+    return [(server.ws_url, mint_token(secret, u, ttl_s=3600)) for u in users]
 
 
 def start_clients(
     targets, two_cpus: bool, ping_every: float | None = None, deflate: bool = False
 ) -> list[tuple[multiprocessing.Process, Connection]]:
-    """Start the client processes holding `targets` (URL, headers) connections:
+    """Start the client processes holding `targets` (URL, token) connections:
     trio-websocket clients, or `websockets` clients offering permessage-deflate."""
     context = multiprocessing.get_context("spawn")
     clients = []
@@ -529,9 +541,7 @@ async def _publish_cutover(
     "publish": one publish API event each, both paced to `rate`; "batch":
     publish API batches of 100 as fast as answered, for `seconds`; "broadcast":
     one admin `broadcastNotice` a second, `rate` of them); (ok, errors, seconds)."""
-    admin = mint_token(secret, "bench-admin", admin=True, ttl_s=3600)
-    graphql = {"Authorization": f"Bearer {admin}"}
-    keyed = {"X-Api-Key": api_key}
+    admin_token = mint_token(secret, "bench-admin", admin=True, ttl_s=3600)
     total = int(rate * seconds) if source in ("graphql", "publish") else 0
     slots = itertools.count()
     ok = errors = 0
@@ -542,28 +552,15 @@ async def _publish_cutover(
     async def send(client: httpx.AsyncClient, n: int) -> int:
         if source == "graphql":
             variables = {"u": random.choice(users), "t": stamp()}
-            response = await client.post(
-                f"{url}/graphql", json={"query": MUTATION, "variables": variables}, headers=graphql
-            )
-            body = response.json()
-            return 1 if response.status_code == 200 and not body.get("errors") else 0
+            return 1 if await answered(admin, MUTATION, variables) else 0
         if source == "broadcast":
-            variables = {"t": stamp()}
-            response = await client.post(
-                f"{url}/graphql", json={"query": NOTICE, "variables": variables}, headers=graphql
-            )
-            body = response.json()
-            return 1 if response.status_code == 200 and not body.get("errors") else 0
+            return 1 if await answered(admin, NOTICE, {"t": stamp()}) else 0
         if source == "publish":
             body = _like_event(random.choice(users), stamp())
-            response = await client.post(f"{url}/realtime/events", json=body, headers=keyed)
-            return 1 if response.status_code == 202 else 0
+            return 1 if await publish_events(client, url, api_key, body) else 0
         at = stamp()
         events = [_activity_event(random.choice(users), at, n * BATCH + i) for i in range(BATCH)]
-        response = await client.post(
-            f"{url}/realtime/events", json={"events": events}, headers=keyed
-        )
-        return BATCH if response.status_code == 202 else 0
+        return BATCH if await publish_events(client, url, api_key, {"events": events}) else 0
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal ok, errors
@@ -586,6 +583,7 @@ async def _publish_cutover(
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        admin = GraphQL(client, url, admin_token)
         if source == "broadcast":
             started = trio.current_time()
             for n in range(int(rate)):
@@ -599,14 +597,9 @@ async def _publish_cutover(
         # Warm up (query parsing, schemas, connections); unstamped events are not measured.
         for n in range(min(20, len(users))):
             if source == "graphql":
-                await client.post(
-                    f"{url}/graphql",
-                    json={"query": MUTATION, "variables": {"u": users[n], "t": "warm-up"}},
-                    headers=graphql,
-                )
+                await admin.post(MUTATION, {"u": users[n], "t": "warm-up"})
             else:
-                body = _like_event(users[n], "warm-up")
-                await client.post(f"{url}/realtime/events", json=body, headers=keyed)
+                await publish_events(client, url, api_key, _like_event(users[n], "warm-up"))
         started = trio.current_time()
         async with trio.open_nursery() as nursery:
             for _ in range(clients):
@@ -634,23 +627,24 @@ async def _poll_cutover(
     tokens = [mint_token(secret, u, ttl_s=3600) for u in users]
     ok = errors = 0
 
-    async def loop(client: httpx.AsyncClient) -> None:
+    async def loop(polling: list[GraphQL]) -> None:
         nonlocal ok, errors
         while trio.current_time() - started < seconds:
             try:
-                answered, _ = await poll_once(client, url, random.choice(tokens))
+                good = await poll_once(random.choice(polling))
             except (httpx.HTTPError, ValueError):
-                answered = False
-            ok, errors = ok + answered, errors + (not answered)
+                good = False
+            ok, errors = ok + good, errors + (not good)
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        for token in tokens[:10]:  # warm up
-            await poll_once(client, url, token)
+        polling = pollers(client, url, tokens)
+        for user in polling[:10]:  # warm up
+            await poll_once(user)
         started = trio.current_time()
         async with trio.open_nursery() as nursery:
             for _ in range(clients):
-                nursery.start_soon(loop, client)
+                nursery.start_soon(loop, polling)
     return ok, errors, trio.current_time() - started
 
 

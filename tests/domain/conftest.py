@@ -10,7 +10,7 @@ import pytest
 
 from gateway.domain import Domain, Viewer
 from gateway.store import SqliteStore, Store
-from tests.store._postgres import drop_schemas, postgresql_store
+from tests.store._postgres import drop_schemas, drop_shared_schema, postgresql_store
 
 
 class TickingClock:
@@ -22,6 +22,13 @@ class TickingClock:
     def __call__(self) -> dt.datetime:
         self.now += dt.timedelta(milliseconds=1)
         return self.now
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_shared_postgresql_schema() -> Iterator[None]:
+    """The PostgreSQL schema the session's tests shared goes at the end."""
+    yield
+    drop_shared_schema()
 
 
 @pytest.fixture

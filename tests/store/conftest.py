@@ -10,7 +10,7 @@ import pytest
 from gateway.store import SqliteStore, Store
 from tests.store._mongodb import drop_databases, mongodb_store
 from tests.store._mongodb import limits as mongodb_limits
-from tests.store._postgres import drop_schemas, postgresql_store
+from tests.store._postgres import drop_schemas, drop_shared_schema, postgresql_store
 
 
 class ManualClock:
@@ -47,9 +47,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _drop_shared_postgresql_schema() -> Iterator[None]:
+    """The PostgreSQL schema the session's tests shared goes at the end."""
+    yield
+    drop_shared_schema()
+
+
 @pytest.fixture(autouse=True)
 def _drop_postgresql_schemas() -> Iterator[None]:
-    """Each test's PostgreSQL schema goes once its stores are closed."""
+    """Each test's PostgreSQL schema goes (the shared one is emptied) once its stores
+    are closed."""
     yield
     drop_schemas()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from gateway.store.base import EVIDENCE_SAMPLES
 
 H1 = "2026-02-17T10:00:00.000Z"
@@ -65,6 +67,7 @@ def test_samples_keep_the_newest_few(store):
     assert [s["i"] for s in only["samples"]] == list(range(7, EVIDENCE_SAMPLES + 7))
 
 
+@pytest.mark.slow
 def test_nodes_adding_at_once_lose_no_count(make_store):
     nodes = [make_store() for _ in range(2)]
     rounds, threads_per_node = 25, 4

@@ -26,7 +26,14 @@ from gateway.errors import Conflict, StoreUnavailable
 from gateway.store import migrate_store, open_store
 from gateway.store._postgres_schema import MIGRATIONS, SCHEMA_VERSION
 from gateway.store.postgres import PostgresStore, migrate_database, pool_size_for_limiters
-from tests.store._postgres import admin, drop_schemas, schema_url, server_url, with_schema
+from tests.store._postgres import (
+    admin,
+    drop_schemas,
+    schema_url,
+    server_url,
+    shared_schema_url,
+    with_schema,
+)
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/test"
 
@@ -38,8 +45,11 @@ def url(tmp_path):
 
 
 @pytest.fixture
-def nodes(url):
-    """Opens stores on one schema, as separate nodes would; all closed afterwards."""
+def nodes(request):
+    """Opens stores on one schema, as separate nodes would; all closed afterwards.
+    The schema is the test's `url` when it takes one, else the suite's shared schema
+    (migrated once, empty when the test began)."""
+    url = request.getfixturevalue("url") if "url" in request.fixturenames else shared_schema_url()
     opened: list[PostgresStore] = []
 
     def open_node(**kwargs) -> PostgresStore:
@@ -73,6 +83,7 @@ def _assert_contiguous(store, user, expected, writers):
 # -- many nodes ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("users", [["same"], ["u0", "u1", "u2"]])
 def test_seq_is_contiguous_with_writers_on_several_nodes(nodes, users):
     stores = [nodes(pool_size=4) for _ in range(4)]
@@ -115,6 +126,7 @@ def _process_writer(url: str, writer: int, count: int, start) -> list[int]:
         store.close()
 
 
+@pytest.mark.slow
 def test_seq_is_contiguous_with_writers_in_several_processes(url):
     processes, per_process = 3, 150
     context = multiprocessing.get_context("spawn")
@@ -135,6 +147,7 @@ def test_seq_is_contiguous_with_writers_in_several_processes(url):
         store.close()
 
 
+@pytest.mark.slow
 def test_mutations_on_several_nodes_see_each_others_changes(nodes):
     """Each event's payload is computed from the state its seq follows.
 
@@ -256,6 +269,7 @@ def test_nodes_starting_together_migrate_once(url):
     assert all(versions == [m.version for m in MIGRATIONS] for _, versions in results)
 
 
+@pytest.mark.slow
 def test_cutover_store_migrate(url):
     command = [sys.executable, "-m", "gateway.cli", "store", "migrate", "--store", url]
     first = subprocess.run(command, capture_output=True, text=True, timeout=60)

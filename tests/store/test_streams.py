@@ -47,6 +47,7 @@ def test_streams_are_per_user(store):
     assert a.epoch != b.epoch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("users", [["same"], [f"user{i}" for i in range(8)]])
 def test_seq_is_contiguous_under_concurrent_writers(make_store, users):
     threads, per_thread = 8, 200
@@ -204,6 +205,7 @@ def test_open_store_accepts_relative_and_absolute_paths(tmp_path, monkeypatch):
             open_store(bad)
 
 
+@pytest.mark.slow
 def test_stream_heads_reads_many_positions_at_once(store):
     users = [f"u{n}" for n in range(1200)]  # more than one chunk of the batched query
     with store.transaction() as tx:
