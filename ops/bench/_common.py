@@ -25,7 +25,7 @@ import attrs
 import httpx
 import psutil
 
-from gateway.client import GraphQL, GraphQLFailed
+from gateway.client import GraphQL, GraphQLFailed, websocket_url
 from gateway.domain import ADMIN_SCOPE, Domain, Viewer
 from gateway.store import open_store
 
@@ -173,7 +173,7 @@ class ServerProcess:
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/ws"
+        return websocket_url(self.url)
 
     def psutil(self) -> psutil.Process:
         return psutil.Process(self.popen.pid)

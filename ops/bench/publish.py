@@ -31,7 +31,7 @@ from trio_websocket import ConnectionClosed, HandshakeError
 
 from contracts import split_frame
 from gateway.auth import mint_token
-from gateway.client import GraphQL, connect_session
+from gateway.client import GraphQL, connect_session, websocket_url
 from ops.bench._common import answered, publish_events, start_cutover
 
 __all__ = ["main"]
@@ -144,7 +144,7 @@ async def _run(url: str, secret: str, api_key: str, args: argparse.Namespace) ->
     seconds = max(1.0, args.duration / 4)
     clients = max(1, args.clients)
     users = [f"bench-{i}" for i in range(max(1, min(args.users, MAX_RECIPIENTS)))]
-    ws_url = url.replace("http://", "ws://") + "/ws"
+    ws_url = websocket_url(url)
     deliveries = Deliveries()
 
     async def single(client: httpx.AsyncClient, n: int) -> int:

@@ -27,6 +27,7 @@ import psycopg
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
+from gateway.client import websocket_url
 from tests.browser.proxy import PushProxy as TcpForwarder
 from tests.browser.proxy import free_port
 from tests.e2e.server import ServerProcess
@@ -176,7 +177,7 @@ class Cluster:
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/ws"
+        return websocket_url(self.url)
 
     def token(self, user: str, **kwargs) -> str:
         return self.nodes[0].token(user, **kwargs)

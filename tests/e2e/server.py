@@ -14,6 +14,7 @@ from pathlib import Path
 import attrs
 
 from gateway.auth import mint_token
+from gateway.client import websocket_url
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "e2e-secret-0123456789abcdef-0123456789"
@@ -34,7 +35,7 @@ class ServerProcess:
 
     @property
     def ws_url(self) -> str:
-        return self.url.replace("http://", "ws://") + "/ws"
+        return websocket_url(self.url)
 
     def token(self, user: str, **kwargs) -> str:
         return mint_token(self.secret, user, **kwargs)
