@@ -201,7 +201,7 @@ class LeanHttp:
             h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size
         )
         conn.receive_data(data)
-        path, endpoint = self._lines[data[: data.index(b"\r\n") + 2]]
+        path, endpoint = self._lines[bytes(data[: data.index(b"\r\n") + 2])]
         exchange = _Exchange(conn, path, endpoint, served)
         try:
             request = await self._head(stream, conn)
@@ -327,7 +327,10 @@ class LeanHttp:
             await stream.send_all(data)
 
     async def _refuse_malformed(
-        self, stream: trio.SocketStream, conn: h11.Connection, error: h11.RemoteProtocolError
+        self,
+        stream: trio.SocketStream,
+        conn: h11.Connection,
+        error: h11.RemoteProtocolError,
     ) -> None:
         """Hypercorn's answer to what h11 cannot parse: its status, no body, then close."""
         if conn.our_state not in {h11.IDLE, h11.SEND_RESPONSE}:
