@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 from collections.abc import Iterator
 
@@ -64,6 +65,8 @@ from gateway.app import (
 from gateway.errors import CutoverError
 
 __all__ = ["LINGER_S", "LeanHttp"]
+
+log = logging.getLogger("cutover.front")
 
 RECEIVE_BYTES = 65_536
 
@@ -142,6 +145,9 @@ class LeanHttp:
                 if kind is not LEAN:
                     return data if kind is OTHER else None
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return None
+        except Exception:  # a bug here ends this connection, never the node
+            log.exception("lean HTTP path: the connection is closed after an error")
             return None
 
     # -- between requests ----------------------------------------------------------

@@ -237,3 +237,18 @@ async def test_a_refused_bodys_rest_is_dropped_for_a_while(autojump_clock):
         assert not result  # still reading
     assert result == [None]
     assert trio.current_time() - started == pytest.approx(LINGER_S)
+
+
+async def test_an_error_of_the_path_itself_ends_the_connection_only(caplog, monkeypatch):
+    client, server = trio.testing.memory_stream_pair()
+    lean, result = _lean(), []
+
+    def broken(*args) -> None:
+        raise RuntimeError("a bug in the lean path")
+
+    monkeypatch.setattr(lean, "_headers", broken)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_serve, lean, server, _post(), result)
+        assert await Client(client).closed()
+    assert result == [None]
+    assert any("lean HTTP path" in r.getMessage() for r in caplog.records)
