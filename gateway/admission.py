@@ -23,13 +23,17 @@ response to complete.
 
 The credential found is kept in the ASGI scope (`credential_of`), so the
 endpoint does not verify it twice.
+
+The checks themselves (`header_map`, `BodyState`, `admit`, `refusal`) take
+plain values, so the front's lean HTTP path (`gateway.http_lean`) admits the
+requests it serves without ASGI exactly as this layer does.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -37,7 +41,16 @@ import trio
 
 from gateway.errors import CutoverError, PayloadTooLarge
 
-__all__ = ["Admission", "Route", "body_overflowed", "credential_of"]
+__all__ = [
+    "Admission",
+    "BodyState",
+    "Route",
+    "admit",
+    "body_overflowed",
+    "credential_of",
+    "header_map",
+    "refusal",
+]
 
 log = logging.getLogger("cutover.admission")
 
@@ -66,15 +79,16 @@ def body_overflowed(scope: Mapping[str, Any]) -> bool:
     return bool(scope.get(OVERFLOW_KEY))
 
 
-def _headers(scope: Mapping[str, Any]) -> dict[str, str]:
+def header_map(pairs: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A request's headers by lower-case name; the first of repeated ones counts."""
     headers: dict[str, str] = {}
-    for name, value in scope.get("headers") or ():
+    for name, value in pairs:
         headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
     return headers
 
 
 @attrs.define
-class _Body:
+class BodyState:
     """What is known of a request's body."""
 
     length: int | None  # declared Content-Length, None when chunked
@@ -84,7 +98,7 @@ class _Body:
     overflowed: bool = False
 
     @classmethod
-    def of(cls, headers: Mapping[str, str], limit: int) -> _Body:
+    def of(cls, headers: Mapping[str, str], limit: int) -> BodyState:
         length: int | None = None
         declared = headers.get("content-length")
         if declared is not None and declared.strip().isdigit():
@@ -97,6 +111,48 @@ class _Body:
 def _too_large(limit: int, length: int | None = None) -> PayloadTooLarge:
     size = f"{length:,} bytes" if length is not None else "more"
     return PayloadTooLarge(f"the request body is {size}; this endpoint takes at most {limit:,}")
+
+
+async def admit(
+    route: Route, headers: Mapping[str, str], body: BodyState, method: str, path: str
+) -> object:
+    """The request's credential (None where the route takes none), or a CutoverError
+    raised to refuse it: bad credentials, or a declared body over the limit. A
+    crash while admitting is logged and refused as an internal error."""
+    try:
+        credential = None
+        if route.authenticate is not None:
+            credential = await route.authenticate(headers)
+        if body.length is not None and body.length > body.limit:
+            raise _too_large(body.limit, body.length)
+    except CutoverError:
+        raise
+    except Exception:
+        log.exception("admission of %s %s failed", method, path)
+        raise CutoverError("internal error") from None
+    return credential
+
+
+def refusal(error: CutoverError, body: BodyState) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """A refusal's JSON body and headers; `Connection: close` unless the body was
+    read whole (HTTP/1.x)."""
+    payload = json.dumps({"error": error.to_payload()}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    if error.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if not body.complete:
+        headers = with_close(headers)
+    return payload, headers
+
+
+def with_close(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """`headers` with one `connection: close`, last."""
+    headers = [(k, v) for k, v in headers if k.lower() != b"connection"]
+    headers.append((b"connection", b"close"))
+    return headers
 
 
 class Admission:
@@ -117,26 +173,21 @@ class Admission:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = _headers(scope)
+        headers = header_map(scope.get("headers") or ())
         route = self.routes.get((scope["method"], scope["path"]), self.default)
-        body = _Body.of(headers, route.max_body_bytes)
+        body = BodyState.of(headers, route.max_body_bytes)
         try:
-            if route.authenticate is not None:
-                scope[CREDENTIAL_KEY] = await route.authenticate(headers)
-            if body.length is not None and body.length > body.limit:
-                raise _too_large(body.limit, body.length)
+            credential = await admit(route, headers, body, scope["method"], scope["path"])
         except CutoverError as error:
             await self._refuse(scope, error, body, receive, send)
             return
-        except Exception:
-            log.exception("admission of %s %s failed", scope["method"], scope["path"])
-            await self._refuse(scope, CutoverError("internal error"), body, receive, send)
-            return
+        if credential is not None:
+            scope[CREDENTIAL_KEY] = credential
         await self.app(scope, self._receiver(scope, body, receive), self._sender(scope, body, send))
 
     # -- an admitted request ---------------------------------------------------
 
-    def _receiver(self, scope: dict[str, Any], body: _Body, receive: Any) -> Any:
+    def _receiver(self, scope: dict[str, Any], body: BodyState, receive: Any) -> Any:
         async def limited_receive() -> dict[str, Any]:
             while True:
                 message = await receive()
@@ -156,7 +207,7 @@ class Admission:
 
         return limited_receive
 
-    def _sender(self, scope: dict[str, Any], body: _Body, send: Any) -> Any:
+    def _sender(self, scope: dict[str, Any], body: BodyState, send: Any) -> Any:
         async def closing_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start" and not body.complete:
                 message = _with_close(scope, message)
@@ -167,18 +218,12 @@ class Admission:
     # -- a refused request -----------------------------------------------------
 
     async def _refuse(
-        self, scope: dict[str, Any], error: CutoverError, body: _Body, receive: Any, send: Any
+        self, scope: dict[str, Any], error: CutoverError, body: BodyState, receive: Any, send: Any
     ) -> None:
-        payload = json.dumps({"error": error.to_payload()}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-        ]
-        if error.status == 401:
-            headers.append((b"www-authenticate", b"Bearer"))
+        payload, headers = refusal(error, body)
+        if scope.get("http_version") not in ("1.0", "1.1"):
+            headers = [(k, v) for k, v in headers if k != b"connection"]  # HTTP/2: none
         start = {"type": "http.response.start", "status": error.status, "headers": headers}
-        if not body.complete:
-            start = _with_close(scope, start)
         async with trio.open_nursery() as nursery:
             if not body.complete:
                 nursery.start_soon(_discard, receive)
@@ -190,9 +235,7 @@ class Admission:
 def _with_close(scope: Mapping[str, Any], start: dict[str, Any]) -> dict[str, Any]:
     if scope.get("http_version") not in ("1.0", "1.1"):
         return start  # HTTP/2 has no Connection header; the stream ends on its own
-    headers = [(k, v) for k, v in start.get("headers", ()) if k.lower() != b"connection"]
-    headers.append((b"connection", b"close"))
-    return {**start, "headers": headers}
+    return {**start, "headers": with_close(list(start.get("headers", ())))}
 
 
 async def _discard(receive: Any) -> None:

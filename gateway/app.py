@@ -15,6 +15,11 @@ For browsers: `POST /realtime/parity` and `GET /realtime/parity` (parity
 beacons, `gateway.beacons`), `GET /client/cutover.js` and, with `--demo-page`,
 `GET /demo` (`gateway.browser`); `gateway.cors` answers preflights and adds
 `Access-Control-Allow-Origin` for the allowed origins.
+
+`POST /realtime/events` and `POST /realtime/tickets` are also served by the
+front's lean HTTP/1.1 path (`gateway.http_lean`) without Hypercorn's ASGI
+layer and Quart: both serve the same `Endpoint` functions with the same
+admission `Route`s, CORS layer and error answers (`lean_routes`).
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -44,7 +51,17 @@ if TYPE_CHECKING:
     from gateway.publish_api import PublishCredential
     from gateway.runtime import Runtime
 
-__all__ = ["create_app", "error_response"]
+__all__ = [
+    "INTERNAL_ERROR",
+    "Endpoint",
+    "LeanRoutes",
+    "create_app",
+    "error_headers",
+    "error_response",
+    "http_error_answer",
+    "lean_routes",
+    "log_crash",
+]
 
 log = logging.getLogger("cutover.app")
 
@@ -59,26 +76,86 @@ STATUS_CODES = {
 }
 
 
+#: The body of every 500 answer.
+INTERNAL_ERROR = {"error": {"code": "INTERNAL", "message": "internal error"}}
+
+#: A POST endpoint as a plain function: (credential found by admission, the body
+#: as received, whether it went past the limit) -> (status, JSON payload); raises
+#: a CutoverError to refuse.
+EndpointRun = Callable[[Any, bytes, bool], Awaitable[tuple[int, Any]]]
+
+
+@attrs.frozen
+class Endpoint:
+    """A POST endpoint served by the app and by the front's lean HTTP path alike."""
+
+    admission: Route
+    run: EndpointRun
+
+
+@attrs.frozen
+class LeanRoutes:
+    """What the front's lean HTTP path needs of the app: the endpoints it serves
+    (by path, method POST), the app's CORS layer, and Quart's body timeout."""
+
+    endpoints: Mapping[str, Endpoint]
+    cors: Cors
+    body_timeout_s: float | None
+
+
+LEAN_ROUTES_KEY = "cutover.lean_routes"
+
+
+def lean_routes(app: QuartTrio) -> LeanRoutes:
+    """The lean HTTP path's share of `app` (made by `create_app`)."""
+    return app.extensions[LEAN_ROUTES_KEY]
+
+
+def error_headers(error: CutoverError) -> list[tuple[str, str]]:
+    """The headers of a refusal's answer besides its content type and length."""
+    headers: list[tuple[str, str]] = []
+    if error.status == 401:
+        headers.append(("WWW-Authenticate", "Bearer"))
+    if isinstance(error, PayloadTooLarge):
+        headers.append(("Connection", "close"))  # the rest of the body is never read
+    if isinstance(error, RateLimited):
+        headers.append(("Retry-After", str(max(1, -(-error.retry_after_ms // 1000)))))
+    return headers
+
+
 def error_response(error: CutoverError) -> Response:
     body = json.dumps({"error": error.to_payload()})
     response = Response(body, status=error.status, content_type="application/json")
-    if error.status == 401:
-        response.headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(error, PayloadTooLarge):
-        response.headers["Connection"] = "close"  # the rest of the body is never read
-    if isinstance(error, RateLimited):
-        response.headers["Retry-After"] = str(max(1, -(-error.retry_after_ms // 1000)))
+    for name, value in error_headers(error):
+        response.headers[name] = value
     return response
+
+
+def http_error_answer(error: HTTPException) -> tuple[int, dict, list[tuple[str, str]]]:
+    """The JSON answer to an HTTP error Quart or Werkzeug raise: (status, body, headers)."""
+    status = error.code or 500
+    if status >= 500:
+        code, message = "INTERNAL", "internal error"
+    else:
+        code = STATUS_CODES.get(status, "BAD_REQUEST")
+        message = {404: "no such endpoint", 405: "method not allowed"}.get(
+            status, error.description or error.name
+        )
+    headers = [("Connection", "close")] if status == 413 else []
+    return status, {"error": {"code": code, "message": message}}, headers
+
+
+def log_crash(method: str, path: str, error: BaseException) -> None:
+    log.error("unhandled error in %s %s", method, path, exc_info=error)
 
 
 def json_response(payload: object, status: int = 200) -> Response:
     return Response(json.dumps(payload), status=status, content_type="application/json")
 
 
-async def read_json(limit: int) -> Any:
-    """The request body as JSON: 413 past `limit`, 400 when it is not JSON."""
-    data = await request.get_data()
-    if body_overflowed(request.scope):
+def parse_json(data: bytes, overflowed: bool, limit: int) -> Any:
+    """A request body as JSON: 413 when it went past `limit`, 400 when it is not JSON."""
+    if overflowed:
         raise PayloadTooLarge(f"the request body is over {limit:,} bytes, this endpoint's limit")
     try:
         return json.loads(data)
@@ -86,6 +163,22 @@ async def read_json(limit: int) -> Any:
         raise BadRequest("request body is not JSON: nested too deeply") from None
     except ValueError as exc:
         raise BadRequest(f"request body is not JSON: {exc}") from None
+
+
+async def read_json(limit: int) -> Any:
+    """The request body as JSON: 413 past `limit`, 400 when it is not JSON."""
+    data = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    return parse_json(data, body_overflowed(request.scope), limit)
+
+
+async def serve_endpoint(
+    endpoint: Endpoint, authenticate: Callable[..., Awaitable[Any]]
+) -> Response:
+    """`endpoint` for the current Quart request."""
+    credential = credential_of(request.scope) or await authenticate(request.headers)
+    data = await request.get_data(cache=True, as_text=False, parse_form_data=False)
+    status, payload = await endpoint.run(credential, data, body_overflowed(request.scope))
+    return json_response(payload, status)
 
 
 def create_app(runtime: Runtime) -> QuartTrio:
@@ -111,12 +204,28 @@ def create_app(runtime: Runtime) -> QuartTrio:
             headers.get("authorization"), headers.get("x-api-key")
         )
 
+    async def issue_ticket(principal: Principal, _data: bytes, overflowed: bool) -> tuple[int, Any]:
+        # The body is ignored, but read: the connection stays in step.
+        if overflowed:
+            raise PayloadTooLarge(f"this endpoint takes at most {settings.http_max_body_bytes:,}")
+        ticket, expires_at = await run_store(runtime.tickets.issue, principal)
+        return 201, {"ticket": ticket, "expiresAt": iso_from_epoch(expires_at)}
+
+    async def publish(
+        credential: PublishCredential, data: bytes, overflowed: bool
+    ) -> tuple[int, Any]:
+        body = parse_json(data, overflowed, settings.publish_max_body_bytes)
+        return await runtime.publish_api(credential, body)
+
+    ticket_endpoint = Endpoint(Route(settings.http_max_body_bytes, bearer), issue_ticket)
+    publish_endpoint = Endpoint(Route(settings.publish_max_body_bytes, publisher), publish)
+
     app.asgi_app = Admission(  # type: ignore[method-assign,assignment]  # ASGI middleware (Quart's way) on a plain-dict scope
         app.asgi_app,
         {
             ("POST", "/graphql"): Route(settings.graphql_max_body_bytes, bearer),
-            ("POST", "/realtime/tickets"): Route(settings.http_max_body_bytes, bearer),
-            ("POST", "/realtime/events"): Route(settings.publish_max_body_bytes, publisher),
+            ("POST", "/realtime/tickets"): ticket_endpoint.admission,
+            ("POST", "/realtime/events"): publish_endpoint.admission,
             ("POST", "/realtime/parity"): Route(settings.http_max_body_bytes, bearer),
         },
         default_max_body_bytes=settings.http_max_body_bytes,
@@ -128,23 +237,16 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def on_http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        if status >= 500:
-            code, message = "INTERNAL", "internal error"
-        else:
-            code = STATUS_CODES.get(status, "BAD_REQUEST")
-            message = {404: "no such endpoint", 405: "method not allowed"}.get(
-                status, error.description or error.name
-            )
-        response = json_response({"error": {"code": code, "message": message}}, status)
-        if status == 413:
-            response.headers["Connection"] = "close"
+        status, payload, headers = http_error_answer(error)
+        response = json_response(payload, status)
+        for name, value in headers:
+            response.headers[name] = value
         return response
 
     @app.errorhandler(Exception)
     async def on_crash(error: Exception) -> Response:
-        log.error("unhandled error in %s %s", request.method, request.path, exc_info=error)
-        return json_response({"error": {"code": "INTERNAL", "message": "internal error"}}, 500)
+        log_crash(request.method, request.path, error)
+        return json_response(INTERNAL_ERROR, 500)
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -181,12 +283,7 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @app.post("/realtime/tickets")
     async def tickets() -> Response:
-        principal = credential_of(request.scope) or await bearer(request.headers)
-        await request.get_data()  # ignored, but read: the connection stays in step
-        if body_overflowed(request.scope):
-            raise PayloadTooLarge(f"this endpoint takes at most {settings.http_max_body_bytes:,}")
-        ticket, expires_at = await run_store(runtime.tickets.issue, principal)
-        return json_response({"ticket": ticket, "expiresAt": iso_from_epoch(expires_at)}, 201)
+        return await serve_endpoint(ticket_endpoint, bearer)
 
     @app.post("/graphql")
     async def graphql() -> Response:
@@ -206,16 +303,19 @@ def create_app(runtime: Runtime) -> QuartTrio:
 
     @app.post("/realtime/events")
     async def publish_events() -> Response:
-        credential = credential_of(request.scope) or await publisher(request.headers)
-        body = await read_json(settings.publish_max_body_bytes)
-        status, result = await runtime.publish_api(credential, body)
-        return json_response(result, status)
+        return await serve_endpoint(publish_endpoint, publisher)
 
     # Browsers: parity beacons, the SDK (and the demo page where enabled), and CORS
     # for the endpoints a page on another origin calls.
     ParityBeacons.for_runtime(runtime).install(app, bearer)
     install_browser_files(app, settings)
-    app.asgi_app = Cors(app.asgi_app, settings.allowed_origins)  # type: ignore[method-assign,assignment]  # ASGI middleware (Quart's way) on a plain-dict scope
+    cors = Cors(app.asgi_app, settings.allowed_origins)
+    app.asgi_app = cors  # type: ignore[method-assign,assignment]  # ASGI middleware (Quart's way) on a plain-dict scope
+    app.extensions[LEAN_ROUTES_KEY] = LeanRoutes(
+        endpoints={"/realtime/events": publish_endpoint, "/realtime/tickets": ticket_endpoint},
+        cors=cors,
+        body_timeout_s=app.config["BODY_TIMEOUT"],
+    )
     return app
 
 

@@ -64,6 +64,18 @@ class Cors:
     def allowed(self, origin: str | None) -> bool:
         return origin is not None and origin.rstrip("/") in self.origins
 
+    def response_headers(
+        self, headers: list[tuple[bytes, bytes]], origin: str | None
+    ) -> list[tuple[bytes, bytes]]:
+        """The headers of a response to a request from `origin` on one of `paths`
+        (a preflight aside): `Vary: Origin`, and for an allowed origin the CORS
+        headers. `headers` is changed in place and returned."""
+        headers = _with_vary(headers)
+        if origin is not None and self.allowed(origin):
+            headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
+            headers.append((b"access-control-expose-headers", EXPOSED_HEADERS.encode()))
+        return headers
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
@@ -72,14 +84,10 @@ class Cors:
         if scope["method"] == "OPTIONS" and _header(scope, b"access-control-request-method"):
             await self._preflight(scope, origin, send)
             return
-        allowed = self.allowed(origin)
 
         async def cors_send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                headers = _with_vary(list(message.get("headers") or ()))
-                if allowed and origin is not None:
-                    headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
-                    headers.append((b"access-control-expose-headers", EXPOSED_HEADERS.encode()))
+                headers = self.response_headers(list(message.get("headers") or ()), origin)
                 message = {**message, "headers": headers}
             await send(message)
 

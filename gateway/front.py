@@ -7,7 +7,11 @@ Each accepted TCP connection is read up to the end of its request line (`--head-
 owns its socket (compression, write deadlines, resets). Any other connection
 goes to Hypercorn's Trio `TCPServer`, driven on the accepted stream with the
 bytes already read put back in front of it (`PrefixedStream`), so HTTP/1.1,
-keep-alive and h2c work exactly as under `hypercorn.trio.serve`.
+keep-alive and h2c work exactly as under `hypercorn.trio.serve`. With the
+app's `LeanRoutes`, a connection whose request line is `POST /realtime/events
+HTTP/1.1` or `POST /realtime/tickets HTTP/1.1` is served by the lean HTTP path
+(`gateway.http_lean`) instead, for as long as its requests are for those; the
+first other request goes to Hypercorn with the bytes already read.
 
 The acceptor also owns every connection's lifetime at shutdown: `drain` waits
 until the connections end or the deadline passes, then cancels their tasks
@@ -26,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -34,7 +39,11 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ConnectionState
 
+from gateway.http_lean import LeanHttp
 from gateway.ws.endpoint import is_websocket_target
+
+if TYPE_CHECKING:
+    from gateway.app import LeanRoutes
 
 __all__ = ["Front", "PrefixedStream"]
 
@@ -103,6 +112,7 @@ class Front:
         lifespan_state: dict | None = None,
         head_timeout_s: float = 10.0,
         max_head_bytes: int = 16_384,
+        lean: LeanRoutes | None = None,
     ) -> None:
         self.head_timeout_s = head_timeout_s
         self.max_head_bytes = max_head_bytes
@@ -115,6 +125,9 @@ class Front:
         self._kinds: dict[trio.SocketStream, str] = {}
         self._idle = trio.Event()
         self._idle.set()
+        self.lean = (
+            LeanHttp(lean, config, head_timeout_s=head_timeout_s) if lean is not None else None
+        )
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -162,6 +175,11 @@ class Front:
         if not data:
             return  # the client sent nothing in time, or went away
         self._kinds[stream] = "http"
+        if self.lean is not None and self.lean.takes(data):
+            rest = await self.lean.serve(stream, data)
+            if rest is None:
+                return
+            data = rest
         server = _ConnectionServer(
             self.app,
             self.config,
@@ -183,6 +201,8 @@ class Front:
     async def stop_http(self) -> None:
         """Tell Hypercorn's connections that the node stops: idle keep-alive
         connections close, requests in flight finish."""
+        if self.lean is not None:
+            self.lean.stop()
         await self.context.terminated.set()
 
     async def drain(self, deadline: float) -> int:

@@ -24,7 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.utils import wrap_app
 
-from gateway.app import create_app
+from gateway.app import create_app, lean_routes
 from gateway.beacons import announcement as beacon_announcement
 from gateway.config import Settings
 from gateway.front import Front
@@ -126,7 +126,8 @@ async def serve_node(
     """Accept on the runtime's bind until `stop` (or a signal), then drain."""
     settings = runtime.settings
     config = hypercorn_config(settings)
-    app = wrap_app(create_app(runtime), config.wsgi_max_body_size, "asgi")
+    quart_app = create_app(runtime)
+    app = wrap_app(quart_app, config.wsgi_max_body_size, "asgi")
     endpoint = WebSocketEndpoint(runtime, wire_settings(settings), ws_settings(settings))
     lifespan_state: dict = {}
     front = Front(
@@ -136,6 +137,7 @@ async def serve_node(
         lifespan_state=lifespan_state,
         head_timeout_s=settings.head_timeout_s,
         max_head_bytes=settings.max_head_bytes,
+        lean=lean_routes(quart_app),
     )
     lifespan = Lifespan(app, config, lifespan_state)
     host, port = split_bind(settings.bind)
