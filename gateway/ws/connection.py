@@ -10,7 +10,7 @@ structure"), two of them, so an idle connection holds little:
 - the writer, the nursery's one child: one transport send per batch of the
   send buffer, and the `UserStream`'s work (gap fills, refills, resume
   replays, a due tail), whose paced events make room by sending a batch
-  itself. A live event that arrives while the stream has nothing else to do
+  itself. A live event that arrives while the writer is blocked in a send
   goes into the send buffer at once, from the hub's fan-out.
 
 Any task ending the connection raises `CloseConnection`; cleanup (unregister,
@@ -114,6 +114,41 @@ class CloseConnection(Exception):
 
 class Connection:
     """One authenticated WebSocket session of one user."""
+
+    # Slots: an instance dict of this many attributes is about 1.5 KiB per connection.
+    __slots__ = (
+        "_abuse",
+        "_bucket",
+        "_cancel_scope",
+        "_expires_at_trio",
+        "_last_activity",
+        "_overflowed",
+        "_requested_close",
+        "_runner",
+        "_topic_authorizer",
+        "_viewer_factory",
+        "_violations",
+        "authenticator",
+        "buffer",
+        "close_code",
+        "close_reason",
+        "closed",
+        "domain",
+        "hub",
+        "id",
+        "node_id",
+        "presence",
+        "principal",
+        "resume_from",
+        "rollout",
+        "settings",
+        "store",
+        "stream",
+        "topics",
+        "transport",
+        "typing",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -353,7 +388,12 @@ class Connection:
             return
         text = "\n".join(batch)
         del batch  # what was sent is not kept while the writer waits for more
-        await self.transport.send(text)
+        stream = self.stream
+        stream.sending = True
+        try:
+            await self.transport.send(text)
+        finally:
+            stream.sending = False
 
     async def _reader(self) -> None:
         """Read and handle frames; between frames, keep the connection's timers:

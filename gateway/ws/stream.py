@@ -5,9 +5,10 @@ order without gaps (PROTOCOL.md 2.3). The hub offers live events without
 waiting (`offer`); the stream's driver (the connection's writer, `work`, or
 the stream's own pump, `run`) sends them on:
 
-- an event with `seq == last_sent + 1` is sent as is; when nothing else is
-  pending and the driver is not in the middle of a step, `offer` queues it
-  in the send buffer at once, without waking anyone but the writer;
+- an event with `seq == last_sent + 1` is sent as is; while the writer is
+  blocked in a send (and nothing else is pending), `offer` queues it in the
+  send buffer at once, as a separate pump task would have while the writer
+  waited, so a client that stops reading still overflows the buffer (4008);
 - a gap (`seq > last_sent + 1`, an event lost or reordered on the backplane)
   is filled from the store before sending on;
 - duplicates and older events are skipped;
@@ -93,6 +94,7 @@ class UserStream:
         "last_sent",
         "on_overflow",
         "rollout",
+        "sending",
         "started",
         "stats",
         "store",
@@ -140,6 +142,8 @@ class UserStream:
         # the inbox's size they go through the inbox, as a burst did before.
         self._burst = 0
         self._busy = False
+        # Set by the connection's writer while it is blocked in a send.
+        self.sending = False
         self._failure: SlowConsumer | None = None
         self._flush: Callable[[], Awaitable[object]] | None = None
         # Called when a live event offered at once overflows the send buffer
@@ -158,7 +162,7 @@ class UserStream:
         if (
             event.seq == self.last_sent + 1
             and event.epoch == self.epoch
-            and self.started
+            and self.sending
             and not self._busy
             and not self._inbox
             and not self._must_refill
@@ -166,7 +170,9 @@ class UserStream:
             and self._failure is None
             and self._burst < self._inbox_size
         ):
-            # What the driver would do next with it: queue it now.
+            # The writer is blocked in a send: queue it now, as a pump of its own
+            # would have (otherwise it waits in the inbox for the writer, behind
+            # what the hub queues in the same step, as it always has).
             self._burst += 1
             try:
                 self._send_live(event, text)
