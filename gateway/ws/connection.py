@@ -10,8 +10,7 @@ structure"), two of them, so an idle connection holds little:
 - the writer, the nursery's one child: one transport send per batch of the
   send buffer, and the `UserStream`'s work (gap fills, refills, resume
   replays, a due tail), whose paced events make room by sending a batch
-  itself. A live event that arrives while the writer is blocked in a send
-  goes into the send buffer at once, from the hub's fan-out.
+  itself.
 
 Any task ending the connection raises `CloseConnection`; cleanup (unregister,
 presence, typing stops, the close frame) runs in `finally` under a shielded,
@@ -261,8 +260,8 @@ class Connection:
 
     async def _run_tasks(self, stream: UserStream) -> CloseConnection:
         ended: list[CloseConnection] = []
-        # A live event that overflows the send buffer in the hub's fan-out ends
-        # the session at once (the writer may be blocked in a send).
+        # A live event that would overflow the send buffer ends the session at
+        # once, from the hub's fan-out (the writer may be blocked in a send).
         stream.on_overflow = self._overflow
         try:
             async with trio.open_nursery() as nursery:
@@ -368,7 +367,6 @@ class Connection:
         stream = self.stream
         stream.start()
         while True:
-            stream.ran()
             if stream.pending:
                 await stream.work(self._send_batch)
             elif len(buffer):
@@ -388,12 +386,7 @@ class Connection:
             return
         text = "\n".join(batch)
         del batch  # what was sent is not kept while the writer waits for more
-        stream = self.stream
-        stream.sending = True
-        try:
-            await self.transport.send(text)
-        finally:
-            stream.sending = False
+        await self.transport.send(text)
 
     async def _reader(self) -> None:
         """Read and handle frames; between frames, keep the connection's timers:

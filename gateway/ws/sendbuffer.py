@@ -124,12 +124,19 @@ class SendBuffer:
         """Queue a durable event or a reply; raise `SlowConsumer` if it does not fit."""
         if self._closed:
             return
-        if len(self._slots) >= self.max_items or self._bytes + len(text) > self.max_bytes:
+        self.check_durable(1, len(text))
+        self._append(_Slot(text))
+
+    def check_durable(self, items: int, chars: int) -> None:
+        """Raise `SlowConsumer` unless `items` more durable envelopes of `chars`
+        characters in all would fit now."""
+        if self._closed:
+            return
+        if len(self._slots) + items > self.max_items or self._bytes + chars > self.max_bytes:
             self.stats.overflows += 1
             raise SlowConsumer(
                 f"send buffer full ({len(self._slots)} envelopes, {self._bytes} bytes pending)"
             )
-        self._append(_Slot(text))
 
     async def put_durable_paced(
         self,

@@ -5,10 +5,7 @@ order without gaps (PROTOCOL.md 2.3). The hub offers live events without
 waiting (`offer`); the stream's driver (the connection's writer, `work`, or
 the stream's own pump, `run`) sends them on:
 
-- an event with `seq == last_sent + 1` is sent as is; while the writer is
-  blocked in a send (and nothing else is pending), `offer` queues it in the
-  send buffer at once, as a separate pump task would have while the writer
-  waited, so a client that stops reading still overflows the buffer (4008);
+- an event with `seq == last_sent + 1` is sent as is;
 - a gap (`seq > last_sent + 1`, an event lost or reordered on the backplane)
   is filled from the store before sending on;
 - duplicates and older events are skipped;
@@ -16,8 +13,12 @@ the stream's own pump, `run`) sends them on:
 - every `tail_interval_s` it compares `last_sent` with the store's stream
   position and fills what a lost notification missed (store tailing).
 
-Live events go into the send buffer at once: if they overflow it, the client
-is a slow consumer (4008) and resumes later. Events read from the store
+Live events go into the send buffer at the driver's next step: if they
+overflow it, the client is a slow consumer (4008) and resumes later. While
+the driver is not in a step (the connection's writer may be blocked in a
+send), `offer` checks at once whether the inbox and the buffer together
+still fit, so a client that stops reading is cut off as soon as its buffer
+would overflow, not only once its writer is free again. Events read from the store
 (fills, refills, resume replays) are paced to the writer, so a long replay
 never overflows the buffer: the connection's writer sends a batch to make
 room (each send bounded by the transport's send timeout); the standalone
@@ -75,7 +76,6 @@ class UserStream:
     # Slots, and the Events and the resume queue made on first use: an idle
     # connection's stream is a few hundred bytes.
     __slots__ = (
-        "_burst",
         "_busy",
         "_failure",
         "_flush",
@@ -94,7 +94,6 @@ class UserStream:
         "last_sent",
         "on_overflow",
         "rollout",
-        "sending",
         "started",
         "stats",
         "store",
@@ -138,16 +137,11 @@ class UserStream:
         self._wakeup: trio.Event | None = None
         self._resumes: list[ResumeRequest] | None = None
         self._resume_room: trio.Event | None = None
-        # Live events queued by `offer` itself since the driver last ran: past
-        # the inbox's size they go through the inbox, as a burst did before.
-        self._burst = 0
         self._busy = False
-        # Set by the connection's writer while it is blocked in a send.
-        self.sending = False
         self._failure: SlowConsumer | None = None
         self._flush: Callable[[], Awaitable[object]] | None = None
-        # Called when a live event offered at once overflows the send buffer
-        # (the connection closes with 4008 at once); without it the driver raises.
+        # Called when a live event offered would overflow the send buffer (the
+        # connection closes with 4008 at once); the driver raises it in any case.
         self.on_overflow: Callable[[SlowConsumer], None] | None = None
         self.started = False
         self.stats = {"live": 0, "filled": 0, "skipped_dup": 0, "withheld": 0, "overflowed": 0}
@@ -159,32 +153,18 @@ class UserStream:
         if event.seq <= self.last_sent and event.epoch == self.epoch:
             self.stats["skipped_dup"] += 1
             return
-        if (
-            event.seq == self.last_sent + 1
-            and event.epoch == self.epoch
-            and self.sending
-            and not self._busy
-            and not self._inbox
-            and not self._must_refill
-            and not self._resumes
-            and self._failure is None
-            and self._burst < self._inbox_size
-        ):
-            # The writer is blocked in a send: queue it now, as a pump of its own
-            # would have (otherwise it waits in the inbox for the writer, behind
-            # what the hub queues in the same step, as it always has).
-            self._burst += 1
-            try:
-                self._send_live(event, text)
-            except SlowConsumer as exc:
-                self._overflowed(exc)
-                return
-            self.stats["live"] += 1
-            return
         if len(self._inbox) >= self._inbox_size:
             self._must_refill = True
             self.stats["overflowed"] += 1
         else:
+            if self.started and not self._busy and self._failure is None:
+                # What the driver's next step puts live into the buffer must fit.
+                chars = sum(len(t) for _, t in self._inbox if t is not None)
+                try:
+                    self.buffer.check_durable(len(self._inbox) + 1, chars + len(text or ""))
+                except SlowConsumer as exc:
+                    self._overflowed(exc)
+                    return
             self._inbox.append((event, text))
         self._signal()
 
@@ -220,7 +200,7 @@ class UserStream:
     # -- the driver ----------------------------------------------------------
 
     def start(self) -> None:
-        """The driver runs from now on: `offer` may queue live events at once."""
+        """The driver runs from now on (and tails, if the stream tails itself)."""
         self.started = True
         if self._tail_interval_s is not None:
             # a random phase, so the tails of many connections do not fall together
@@ -236,10 +216,6 @@ class UserStream:
             or self._failure is not None
             or trio.current_time() >= self.tail_at
         )
-
-    def ran(self) -> None:
-        """The driver is running: `offer` may queue a new burst at once."""
-        self._burst = 0
 
     async def work(self, flush: Callable[[], Awaitable[object]] | None = None) -> None:
         """Do what is pending: resumes, refills, live events, a due tail.
@@ -276,7 +252,6 @@ class UserStream:
         self.start()
         task_status.started()
         while True:
-            self.ran()
             if self.pending:
                 await trio.lowlevel.checkpoint()
             else:
@@ -399,13 +374,9 @@ class UserStream:
         """Queue one event: a live one at once (overflow: `SlowConsumer`), one read
         from the store paced to the writer."""
         if live:
-            self._send_live(event, text)
-            return
-        await self._put(self._encode(event, text))
-        self.last_sent = event.seq
-
-    def _send_live(self, event: StoredEvent, text: str | None) -> None:
-        self.buffer.put_durable(self._encode(event, text))
+            self.buffer.put_durable(self._encode(event, text))
+        else:
+            await self._put(self._encode(event, text))
         self.last_sent = event.seq
 
     def _encode(self, event: StoredEvent, text: str | None) -> str:
