@@ -1,6 +1,6 @@
 """The bounded send queue of one WebSocket connection.
 
-Producers (the hub's fan-out, the connection's own replies, the stream pump)
+Producers (the hub's fan-out, the connection's own replies, its user stream)
 put encoded envelopes without waiting; the connection's writer takes
 everything pending as one batch and sends it as one frame. What happens when
 the buffer is full depends on the envelope's class (DESIGN.md, "How a change
