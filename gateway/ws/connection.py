@@ -1,9 +1,17 @@
 """One WebSocket connection of the push path, over an abstract transport.
 
 A connection is one nursery owning its tasks (DESIGN.md, "Per-connection
-structure"): the reader (size check, rate limit, decode, dispatch), the
-writer (one transport send per batch of the send buffer), the watcher (idle
-timeout, token expiry and the typing auto-stop) and the `UserStream` pump.
+structure"), two of them, so an idle connection holds little:
+
+- the reader, in the task that serves the socket (the nursery's body): size
+  check, rate limit, decode, dispatch; it also keeps the connection's timers
+  (idle timeout, token expiry, the typing auto-stop), waiting for the next
+  frame only until the earliest of them is due;
+- the writer, the nursery's one child: one transport send per batch of the
+  send buffer, and the `UserStream`'s work (gap fills, refills, resume
+  replays, a due tail), whose paced events make room by sending a batch
+  itself.
+
 Any task ending the connection raises `CloseConnection`; cleanup (unregister,
 presence, typing stops, the close frame) runs in `finally` under a shielded,
 bounded timeout.
@@ -106,6 +114,41 @@ class CloseConnection(Exception):
 class Connection:
     """One authenticated WebSocket session of one user."""
 
+    # Slots: an instance dict of this many attributes is about 1.5 KiB per connection.
+    __slots__ = (
+        "_abuse",
+        "_bucket",
+        "_cancel_scope",
+        "_expires_at_trio",
+        "_last_activity",
+        "_overflowed",
+        "_requested_close",
+        "_runner",
+        "_topic_authorizer",
+        "_viewer_factory",
+        "_violations",
+        "authenticator",
+        "buffer",
+        "close_code",
+        "close_reason",
+        "closed",
+        "domain",
+        "hub",
+        "id",
+        "node_id",
+        "presence",
+        "principal",
+        "resume_from",
+        "rollout",
+        "settings",
+        "store",
+        "stream",
+        "topics",
+        "transport",
+        "typing",
+        "user_id",
+    )
+
     def __init__(
         self,
         transport: Transport,
@@ -156,6 +199,7 @@ class Connection:
             inbox_size=self.settings.stream_inbox_size,
             tail_interval_s=None if hub.tails else self.settings.tail_interval_s,
             stall_timeout_s=self.settings.slow_consumer_timeout_s,
+            wake=self.buffer.wake,
         )
         clock = trio.current_time
         self._bucket = TokenBucket(
@@ -169,7 +213,7 @@ class Connection:
         self._violations = 0
         self._last_activity = 0.0
         self._expires_at_trio = math.inf
-        self._watch_wakeup = trio.Event()
+        self._overflowed = False
         # conversation id -> when its typing `started` ends without a renewal
         self.typing: dict[str, float] = {}
         self._cancel_scope: trio.CancelScope | None = None
@@ -216,27 +260,38 @@ class Connection:
 
     async def _run_tasks(self, stream: UserStream) -> CloseConnection:
         ended: list[CloseConnection] = []
+        # A live event that would overflow the send buffer ends the session at
+        # once, from the hub's fan-out (the writer may be blocked in a send).
+        stream.on_overflow = self._overflow
         try:
             async with trio.open_nursery() as nursery:
                 self._cancel_scope = nursery.cancel_scope
-                if self._requested_close is not None:
+                if self._requested_close is not None or self._overflowed:
                     nursery.cancel_scope.cancel()
                 nursery.start_soon(self._writer)
-                nursery.start_soon(self._reader)
-                nursery.start_soon(self._watcher)
-                await nursery.start(stream.run)
+                await self._reader()
         except* SlowConsumer:
-            _metrics.SEND_BUFFER_OVERFLOWS.inc()
-            ended.append(CloseConnection(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False))
+            self._overflowed = True
         except* CloseConnection as group:
             ended.append(_first_close(group))
         except* TransportClosed as group:
             ended.append(_transport_closed(_first(group, TransportClosed)))
+        finally:
+            stream.on_overflow = None
+            self._cancel_scope = None
+        if self._overflowed:
+            _metrics.SEND_BUFFER_OVERFLOWS.inc()
+            return CloseConnection(CloseCode.SLOW_CONSUMER, "slow consumer", flush=False)
         if ended:
             return ended[0]
         if self._requested_close is not None:
             return self._requested_close
         return CloseConnection(CloseCode.NORMAL, "")
+
+    def _overflow(self, _exc: SlowConsumer) -> None:
+        self._overflowed = True
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
 
     def close_soon(self, code: int, reason: str, final_text: str | None = None) -> None:
         """Queue `final_text`, then close with `code` (the hub's graceful shutdown)."""
@@ -307,34 +362,55 @@ class Connection:
     # -- tasks ---------------------------------------------------------------
 
     async def _writer(self) -> None:
+        """Send the send buffer's batches, and do the stream's work when it has some."""
+        buffer = self.buffer
+        stream = self.stream
+        stream.start()
         while True:
-            try:
-                batch = await self.buffer.get_batch(self.settings.max_batch_bytes)
-            except trio.EndOfChannel:
+            if stream.pending:
+                await stream.work(self._send_batch)
+            elif len(buffer):
+                await self._send_batch()
+            elif buffer.closed:
                 return
-            text = "\n".join(batch)
-            del batch  # what was sent is not kept while the writer waits for more
-            await self.transport.send(text)
-            del text
+            elif stream.tail_at == math.inf:
+                await buffer.wait()
+            else:
+                with trio.move_on_at(stream.tail_at):
+                    await buffer.wait()
+
+    async def _send_batch(self) -> None:
+        """Send one batch of what is pending (at most `max_batch_bytes`) as one frame."""
+        batch = self.buffer.take_batch(self.settings.max_batch_bytes)
+        if not batch:
+            return
+        text = "\n".join(batch)
+        del batch  # what was sent is not kept while the writer waits for more
+        await self.transport.send(text)
 
     async def _reader(self) -> None:
-        while True:
-            text = await self.transport.receive()
-            self._last_activity = trio.current_time()
-            await self._handle_frame(text)
-
-    async def _watcher(self) -> None:
-        """The connection's timers: close an idle connection (1001) and an expired
-        session (4001), and send a stop for every typing `started` not renewed
-        within the typing timeout (one task for all three keeps a connection small)."""
+        """Read and handle frames; between frames, keep the connection's timers:
+        close an idle connection (1001) and an expired session (4001), and send a
+        stop for every typing `started` not renewed within the typing timeout.
+        The deadline is computed again after every frame, so a handler that
+        changes a timer (a refresh, a typing action) needs no wake-up."""
+        transport = self.transport
         idle_s = self.settings.idle_timeout_ms / 1000
         while True:
-            idle_at = self._last_activity + idle_s
-            typing_at = min(self.typing.values(), default=math.inf)
-            deadline = min(idle_at, self._expires_at_trio, typing_at)
+            deadline = min(
+                self._last_activity + idle_s,
+                self._expires_at_trio,
+                min(self.typing.values(), default=math.inf),
+            )
+            text: str | None = None
+            # A receive cancelled by the timer loses nothing: the bytes stay in
+            # the socket or wsproto's buffer for the next one.
             with trio.move_on_at(deadline):
-                await self._watch_wakeup.wait()
-            self._watch_wakeup = trio.Event()
+                text = await transport.receive()
+            if text is not None:
+                self._last_activity = trio.current_time()
+                await self._handle_frame(text)
+                continue
             now = trio.current_time()
             if now >= self._expires_at_trio:
                 self.buffer.put_final(
@@ -438,10 +514,10 @@ class Connection:
     def set_expiry(self, expires_at: float) -> None:
         remaining = float(expires_at) - time.time() if expires_at else math.inf
         self._expires_at_trio = trio.current_time() + remaining
-        self._watch_wakeup.set()
 
     def wake_watcher(self) -> None:
-        self._watch_wakeup.set()
+        """A timer changed: nothing to do, the reader (which runs the handler that
+        changed it) computes its next deadline after every frame."""
 
     def _envelope(self, type_: str, payload: dict, reply_to: str | None) -> str:
         return encode_envelope(

@@ -1,6 +1,6 @@
 """The bounded send queue of one WebSocket connection.
 
-Producers (the hub's fan-out, the connection's own replies, the stream pump)
+Producers (the hub's fan-out, the connection's own replies, its user stream)
 put encoded envelopes without waiting; the connection's writer takes
 everything pending as one batch and sends it as one frame. What happens when
 the buffer is full depends on the envelope's class (DESIGN.md, "How a change
@@ -13,11 +13,12 @@ flows", step 5):
   replaces an older one still pending, in the older one's queue position;
 - droppable events (typing, notices) are dropped when the buffer is full.
 
-Durable events that a connection's stream pump reads from the store (gap
-fills, resume replays) and relays from the hub are paced instead
-(`put_durable_paced`): the pump waits while the buffer is above
-`paced_share` of its capacity, and only if the writer makes no room for
-`stall_timeout_s` is the client a slow consumer. Ephemeral events may fill
+Durable events that a connection's stream reads from the store (gap fills,
+resume replays) are paced instead (`put_durable_paced`): while the buffer is
+above `paced_share` of its capacity, the connection's writer sends a batch
+first (`flush`), or, with no `flush`, the caller waits for the writer to make
+room and only if it makes none for `stall_timeout_s` is the client a slow
+consumer. Ephemeral events may fill
 only `ephemeral_share` of the capacity. Both leave the rest of the capacity to
 replies, so neither pushes a reply over the limit on its own (and ephemeral
 events never cause a disconnect). Sizes are counted in characters of the encoded JSON, a cheap
@@ -25,6 +26,8 @@ lower bound of its UTF-8 bytes.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
@@ -60,6 +63,24 @@ class _Slot:
 class SendBuffer:
     """The bounded, non-blocking send queue of one connection."""
 
+    # Slots, and the Event a paced put waits on and the coalescing index made
+    # on first use: an idle connection's buffer is a few hundred bytes.
+    __slots__ = (
+        "_bytes",
+        "_closed",
+        "_ephemeral_bytes",
+        "_ephemeral_items",
+        "_latest",
+        "_paced_bytes",
+        "_paced_items",
+        "_room",
+        "_slots",
+        "_wakeup",
+        "max_bytes",
+        "max_items",
+        "stats",
+    )
+
     def __init__(
         self,
         *,
@@ -76,11 +97,11 @@ class SendBuffer:
         self._ephemeral_bytes = max(1, int(max_bytes * ephemeral_share))
         self._paced_items = max(1, int(max_items * paced_share))
         self._paced_bytes = max(1, int(max_bytes * paced_share))
-        self._room = trio.Event()
+        self._room: trio.Event | None = None
         # A list, not a deque: an idle connection's empty list is 56 bytes, an
         # empty deque about 600; batches are taken from the front in one slice.
         self._slots: list[_Slot] = []
-        self._latest: dict[str, _Slot] = {}
+        self._latest: dict[str, _Slot] | None = None
         self._bytes = 0
         self._closed = False
         self._wakeup = trio.Event()
@@ -103,23 +124,43 @@ class SendBuffer:
         """Queue a durable event or a reply; raise `SlowConsumer` if it does not fit."""
         if self._closed:
             return
-        if len(self._slots) >= self.max_items or self._bytes + len(text) > self.max_bytes:
+        self.check_durable(1, len(text))
+        self._append(_Slot(text))
+
+    def check_durable(self, items: int, chars: int) -> None:
+        """Raise `SlowConsumer` unless `items` more durable envelopes of `chars`
+        characters in all would fit now."""
+        if self._closed:
+            return
+        if len(self._slots) + items > self.max_items or self._bytes + chars > self.max_bytes:
             self.stats.overflows += 1
             raise SlowConsumer(
                 f"send buffer full ({len(self._slots)} envelopes, {self._bytes} bytes pending)"
             )
-        self._append(_Slot(text))
 
-    async def put_durable_paced(self, text: str, *, stall_timeout_s: float) -> None:
+    async def put_durable_paced(
+        self,
+        text: str,
+        *,
+        stall_timeout_s: float,
+        flush: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         """Queue a durable event once there is room; `SlowConsumer` if none comes in time.
 
-        The wait restarts whenever the writer takes a batch: what ends the
-        connection is a writer that makes no progress for `stall_timeout_s`.
+        With `flush` (the writer's own send of one batch, when the writer is
+        the caller), room is made by sending: each send is bounded by the
+        transport's send timeout. Without it, the wait restarts whenever the
+        writer takes a batch: what ends the connection is a writer that makes
+        no progress for `stall_timeout_s`.
         """
         while not self._closed and not self._has_paced_room(text):
+            if flush is not None:
+                await flush()
+                continue
+            self._room = room = self._room or trio.Event()
             with trio.move_on_after(stall_timeout_s) as waited:
-                await self._room.wait()
-            self._room = trio.Event()
+                await room.wait()
+            self._room = None
             if waited.cancelled_caught:
                 self.stats.overflows += 1
                 raise SlowConsumer(
@@ -141,7 +182,8 @@ class SendBuffer:
         """
         if self._closed:
             return False
-        slot = self._latest.get(key)
+        latest = self._latest
+        slot = latest.get(key) if latest is not None else None
         if slot is not None:
             self._bytes += len(text) - len(slot.text)
             slot.text = text
@@ -151,7 +193,9 @@ class SendBuffer:
             self.stats.dropped += 1
             return False
         slot = _Slot(text, key)
-        self._latest[key] = slot
+        if latest is None:
+            self._latest = latest = {}
+        latest[key] = slot
         self._append(slot)
         return True
 
@@ -177,43 +221,64 @@ class SendBuffer:
         while not self._slots:
             if self._closed:
                 raise trio.EndOfChannel
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
+            await self.wait()
+        return self.take_batch(max_bytes)
+
+    def take_batch(self, max_bytes: int | None = None) -> list[str]:
+        """What `get_batch` takes, without waiting (empty when nothing is pending)."""
         if max_bytes is None or self._bytes <= max_bytes:
             return self.take_all()
         batch: list[str] = []
         size = 0
+        latest = self._latest
         for slot in self._slots:
             if batch and size + len(slot.text) > max_bytes:
                 break
-            if slot.key is not None:
-                del self._latest[slot.key]
+            if slot.key is not None and latest is not None:
+                del latest[slot.key]
             batch.append(slot.text)
             size += len(slot.text) + 1
             self._bytes -= len(slot.text)
         del self._slots[: len(batch)]
         self.stats.batches += 1
-        self._room.set()
+        self._made_room()
         return batch
 
     def take_all(self) -> list[str]:
         """Everything pending, in order, without waiting (used to flush before a close)."""
         batch = [slot.text for slot in self._slots]
         self._slots.clear()
-        self._latest.clear()
+        self._latest = None
         self._bytes = 0
         if batch:
             self.stats.batches += 1
-            self._room.set()
+            self._made_room()
         return batch
+
+    async def wait(self) -> None:
+        """Wait for the next `wake` (a put, a close, or a producer's signal)."""
+        await self._wakeup.wait()
+        self._wakeup = trio.Event()
+
+    def wake(self) -> None:
+        """Wake the writer waiting in `wait` (the connection's stream has work)."""
+        self._wakeup.set()
 
     def close(self) -> None:
         """Accept nothing more; the writer still drains what is pending."""
         self._closed = True
         self._wakeup.set()
-        self._room.set()
+        self._made_room()
 
     # -- internals -----------------------------------------------------------
+
+    def _made_room(self) -> None:
+        if self._room is not None:
+            self._room.set()
+
+    def has_paced_room(self, text: str) -> bool:
+        """Whether a paced put of `text` would be queued now."""
+        return self._has_paced_room(text)
 
     def _has_paced_room(self, text: str) -> bool:
         if not self._slots:

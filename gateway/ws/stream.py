@@ -2,23 +2,30 @@
 
 `UserStream` delivers the user's durable events to one connection in `seq`
 order without gaps (PROTOCOL.md 2.3). The hub offers live events without
-waiting (`offer`); a single pump task sends them on:
+waiting (`offer`); the stream's driver (the connection's writer, `work`, or
+the stream's own pump, `run`) sends them on:
 
 - an event with `seq == last_sent + 1` is sent as is;
 - a gap (`seq > last_sent + 1`, an event lost or reordered on the backplane)
   is filled from the store before sending on;
 - duplicates and older events are skipped;
-- when the bounded inbox overflowed, the pump refills from the store;
+- when the bounded inbox overflowed, the driver refills from the store;
 - every `tail_interval_s` it compares `last_sent` with the store's stream
   position and fills what a lost notification missed (store tailing).
 
-Live events go into the send buffer at once: if they overflow it, the client
-is a slow consumer (4008) and resumes later. Events read from the store
+Live events go into the send buffer at the driver's next step: if they
+overflow it, the client is a slow consumer (4008) and resumes later. While
+the driver is not in a step (the connection's writer may be blocked in a
+send), `offer` checks at once whether the inbox and the buffer together
+still fit, so a client that stops reading is cut off as soon as its buffer
+would overflow, not only once its writer is free again. Events read from the store
 (fills, refills, resume replays) are paced to the writer, so a long replay
-never overflows the buffer; only a writer that makes no progress for
-`stall_timeout_s` ends it.
+never overflows the buffer: the connection's writer sends a batch to make
+room (each send bounded by the transport's send timeout); the standalone
+pump waits for room and gives up when the writer makes none for
+`stall_timeout_s`.
 
-`session.resume` runs inside the pump, so replayed and live events never
+`session.resume` runs inside the driver, so replayed and live events never
 interleave out of order. Events of a domain whose push is OFF for the user
 (rollout) are withheld: the connection gets a `stream.skipped` envelope with
 the same `seq` instead, so its `seq` stays contiguous.
@@ -27,8 +34,9 @@ the same `seq` instead, so its `seq` stays contiguous.
 from __future__ import annotations
 
 import logging
+import math
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -59,8 +67,39 @@ class ResumeRequest:
     reply_to: str | None
 
 
+RESUME_QUEUE = 4  # pending `session.resume`s; the reader waits past this
+
+
 class UserStream:
     """Gap-free, ordered delivery of one user's durable events to one connection."""
+
+    # Slots, and the Events and the resume queue made on first use: an idle
+    # connection's stream is a few hundred bytes.
+    __slots__ = (
+        "_busy",
+        "_failure",
+        "_flush",
+        "_inbox",
+        "_inbox_size",
+        "_must_refill",
+        "_resume_room",
+        "_resumes",
+        "_runner",
+        "_stall_timeout_s",
+        "_tail_interval_s",
+        "_wake",
+        "_wakeup",
+        "buffer",
+        "epoch",
+        "last_sent",
+        "on_overflow",
+        "rollout",
+        "started",
+        "stats",
+        "store",
+        "tail_at",
+        "user_id",
+    )
 
     def __init__(
         self,
@@ -74,6 +113,7 @@ class UserStream:
         inbox_size: int = 256,
         tail_interval_s: float | None = 5.0,
         stall_timeout_s: float = 5.0,
+        wake: Callable[[], None] | None = None,
     ) -> None:
         self.user_id = user_id
         self.store = store
@@ -89,8 +129,20 @@ class UserStream:
         self._must_refill = False
         self._tail_interval_s = tail_interval_s
         self._stall_timeout_s = stall_timeout_s
-        self._wakeup = trio.Event()
-        self._resume_send, self._resume_receive = trio.open_memory_channel[ResumeRequest](4)
+        # When the driver tails next (inf: the hub tails the node's streams).
+        self.tail_at = math.inf
+        # Who is told that there is work: the connection's writer (`wake`), or
+        # the standalone pump's own Event.
+        self._wake = wake
+        self._wakeup: trio.Event | None = None
+        self._resumes: list[ResumeRequest] | None = None
+        self._resume_room: trio.Event | None = None
+        self._busy = False
+        self._failure: SlowConsumer | None = None
+        self._flush: Callable[[], Awaitable[object]] | None = None
+        # Called when a live event offered would overflow the send buffer (the
+        # connection closes with 4008 at once); the driver raises it in any case.
+        self.on_overflow: Callable[[SlowConsumer], None] | None = None
         self.started = False
         self.stats = {"live": 0, "filled": 0, "skipped_dup": 0, "withheld": 0, "overflowed": 0}
 
@@ -105,41 +157,81 @@ class UserStream:
             self._must_refill = True
             self.stats["overflowed"] += 1
         else:
+            if self.started and not self._busy and self._failure is None:
+                # What the driver's next step puts live into the buffer must fit.
+                chars = sum(len(t) for _, t in self._inbox if t is not None)
+                try:
+                    self.buffer.check_durable(len(self._inbox) + 1, chars + len(text or ""))
+                except SlowConsumer as exc:
+                    self._overflowed(exc)
+                    return
             self._inbox.append((event, text))
-        self._wakeup.set()
+        self._signal()
 
     def nudge(self, head: Cursor) -> None:
         """The store holds more than was sent (the hub's tail): refill from it."""
         if head.epoch == self.epoch and head.seq > self.last_sent:
             self._must_refill = True
-            self._wakeup.set()
+            self._signal()
 
     async def request_resume(self, epoch: str, last_seq: int, reply_to: str | None) -> None:
-        """Queue a `session.resume`; the pump replays and replies in order."""
-        await self._resume_send.send(ResumeRequest(epoch, last_seq, reply_to))
-        self._wakeup.set()
+        """Queue a `session.resume`; the driver replays and replies in order."""
+        while self._resumes is not None and len(self._resumes) >= RESUME_QUEUE:
+            self._resume_room = room = self._resume_room or trio.Event()
+            await room.wait()
+        if self._resumes is None:
+            self._resumes = []
+        self._resumes.append(ResumeRequest(epoch, last_seq, reply_to))
+        self._signal()
 
-    # -- the pump ------------------------------------------------------------
+    def _signal(self) -> None:
+        if self._wake is not None:
+            self._wake()
+        elif self._wakeup is not None:
+            self._wakeup.set()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Send events on until cancelled; raises `SlowConsumer` when live events
-        overflow the send buffer or the writer stalls during a replay."""
+    def _overflowed(self, exc: SlowConsumer) -> None:
+        if self._failure is None:
+            self._failure = exc
+            if self.on_overflow is not None:
+                self.on_overflow(exc)
+        self._signal()
+
+    # -- the driver ----------------------------------------------------------
+
+    def start(self) -> None:
+        """The driver runs from now on (and tails, if the stream tails itself)."""
         self.started = True
-        task_status.started()
-        if self._tail_interval_s is None:
-            # The hub tails every stream of the node in one query and nudges this one.
-            while True:
-                await self._wait_for_work()
-                self._wakeup = trio.Event()
-                await self._step()
-        # a random phase, so the tails of many connections do not fall together
-        next_tail = trio.current_time() + self._tail_interval_s * random.uniform(0.5, 1.0)
-        while True:
-            with trio.move_on_at(next_tail):
-                await self._wait_for_work()
-            self._wakeup = trio.Event()
+        if self._tail_interval_s is not None:
+            # a random phase, so the tails of many connections do not fall together
+            self.tail_at = trio.current_time() + self._tail_interval_s * random.uniform(0.5, 1.0)
+
+    @property
+    def pending(self) -> bool:
+        """Whether `work` has something to do now."""
+        return bool(
+            self._inbox
+            or self._must_refill
+            or self._resumes
+            or self._failure is not None
+            or trio.current_time() >= self.tail_at
+        )
+
+    async def work(self, flush: Callable[[], Awaitable[object]] | None = None) -> None:
+        """Do what is pending: resumes, refills, live events, a due tail.
+
+        `flush` sends one batch of the send buffer (the connection's writer):
+        paced events make room with it instead of waiting for another task.
+        Raises `SlowConsumer` when a live event overflowed the send buffer or,
+        without `flush`, the writer stalled during a replay.
+        """
+        if self._failure is not None:
+            raise self._failure
+        self._busy = True
+        self._flush = flush
+        try:
             await self._step()
-            if trio.current_time() >= next_tail:
+            if trio.current_time() >= self.tail_at:
                 try:
                     await self.tail()
                 except SlowConsumer:
@@ -147,24 +239,37 @@ class UserStream:
                 except Exception:
                     # the next tail (or the next live event) tries again
                     log.warning("tailing the stream of %s failed", self.user_id, exc_info=True)
-                next_tail = trio.current_time() + self._tail_interval_s
+                assert self._tail_interval_s is not None
+                self.tail_at = trio.current_time() + self._tail_interval_s
+        finally:
+            self._busy = False
+            self._flush = None
 
-    async def _wait_for_work(self) -> None:
-        if self._inbox or self._must_refill or self._has_resume():
-            await trio.lowlevel.checkpoint()
-            return
-        await self._wakeup.wait()
-
-    def _has_resume(self) -> bool:
-        return self._resume_receive.statistics().current_buffer_used > 0
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The standalone pump: send events on until cancelled; raises `SlowConsumer`
+        when live events overflow the send buffer or the writer stalls during a
+        replay. (A `Connection` drives its stream from its writer instead.)"""
+        self.start()
+        task_status.started()
+        while True:
+            if self.pending:
+                await trio.lowlevel.checkpoint()
+            else:
+                self._wakeup = trio.Event()
+                with trio.move_on_at(self.tail_at):
+                    await self._wakeup.wait()
+                self._wakeup = None
+            await self.work()
 
     async def _step(self) -> None:
         """Handle every pending resume, then every pending live event."""
-        while True:
-            try:
-                request = self._resume_receive.receive_nowait()
-            except trio.WouldBlock:
-                break
+        while self._resumes:
+            request = self._resumes.pop(0)
+            if not self._resumes:
+                self._resumes = None
+            if self._resume_room is not None:
+                self._resume_room.set()
+                self._resume_room = None
             await self._resume(request)
         if self._must_refill:
             self._must_refill = False
@@ -268,6 +373,13 @@ class UserStream:
     async def _send(self, event: StoredEvent, text: str | None, *, live: bool = False) -> None:
         """Queue one event: a live one at once (overflow: `SlowConsumer`), one read
         from the store paced to the writer."""
+        if live:
+            self.buffer.put_durable(self._encode(event, text))
+        else:
+            await self._put(self._encode(event, text))
+        self.last_sent = event.seq
+
+    def _encode(self, event: StoredEvent, text: str | None) -> str:
         domain = domain_of_event(event.type) if self.rollout is not None else None
         if (
             domain is not None
@@ -286,14 +398,12 @@ class UserStream:
             text = encode_envelope(
                 event.type, event.payload, id=event.id, seq=event.seq, sent_at=event.created_at
             )
-        if live:
-            self.buffer.put_durable(text)
-        else:
-            await self.buffer.put_durable_paced(text, stall_timeout_s=self._stall_timeout_s)
-        self.last_sent = event.seq
+        return text
 
     async def _put(self, text: str) -> None:
-        await self.buffer.put_durable_paced(text, stall_timeout_s=self._stall_timeout_s)
+        await self.buffer.put_durable_paced(
+            text, stall_timeout_s=self._stall_timeout_s, flush=self._flush
+        )
 
     def _envelope(self, type_: str, payload: dict, reply_to: str | None) -> str:
         return encode_envelope(

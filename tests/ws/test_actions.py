@@ -19,5 +19,7 @@ def test_each_handler_takes_its_actions_payload_class():
         from gateway.ws.connection import Connection
 
         hints = typing.get_type_hints(handler, {**vars(actions), "Connection": Connection})
-        payload = [hint for key, hint in hints.items() if key not in ("conn", "action_id", "return")]
+        payload = [
+            hint for key, hint in hints.items() if key not in ("conn", "action_id", "return")
+        ]
         assert payload == [ACTIONS[name]], (name, payload)
