@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -82,7 +82,9 @@ class Settings:
     # The push path's socket (gateway.ws.wire): a write blocked past the
     # slow-consumer timeout resets the connection; compression is per message.
     slow_consumer_timeout_s: float = attrs.field(default=5, converter=float)
-    ws_compression: str = attrs.field(default="off", validator=attrs.validators.in_(("off", "on")))
+    ws_compression: Literal["off", "on"] = attrs.field(
+        default="off", validator=attrs.validators.in_(("off", "on"))
+    )
     # -- the push path's sessions, sockets and front acceptor (README, "Limits") ----
     ws_window_bits: int = attrs.field(
         default=12, converter=int, validator=attrs.validators.in_(range(9, 16))

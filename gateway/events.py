@@ -29,7 +29,7 @@ __all__ = [
     "utcnow",
 ]
 
-T = TypeVar("T")
+T = TypeVar("T", covariant=True)  # an Outcome is frozen: Outcome[Message] is an Outcome[object]
 
 # How an ephemeral event behaves when a connection's send buffer is full
 # (DESIGN.md, "How a change flows" step 5).

@@ -20,12 +20,14 @@ Blocking ports (the store, the domain) are called from Trio through
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from gateway.auth import Principal
     from gateway.domain.viewer import Viewer
     from gateway.events import Cursor, Outcome, StoredEvent
+
+T = TypeVar("T")
 
 __all__ = [
     "BearerVerifier",
@@ -38,8 +40,13 @@ __all__ = [
     "ViewerFactory",
 ]
 
-Runner = Callable[..., Awaitable[Any]]
-"""Runs a blocking call off the event loop: `await runner(fn, *args)`."""
+
+class Runner(Protocol):
+    """Runs a blocking call off the event loop: `await runner(fn, *args)`
+    (`gateway.store.run_store`, or a test's double)."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
+
 
 ViewerFactory = Callable[["Principal"], "Viewer"]
 """The domain's view of an authenticated principal."""

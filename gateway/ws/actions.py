@@ -166,7 +166,6 @@ async def chat_typing(conn: Connection, action_id: str | None, payload: ChatTypi
         conn.typing[conversation_id] = trio.current_time() + conn.settings.typing_timeout_s
     else:
         conn.typing.pop(conversation_id, None)
-    conn.wake_watcher()
     await conn.publish(outcome)
     conn.ack({}, action_id)
 

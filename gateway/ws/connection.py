@@ -50,6 +50,7 @@ from ops import metrics as _metrics
 
 if TYPE_CHECKING:
     from gateway.auth import Principal
+    from gateway.config import Settings
     from gateway.domain.viewer import Viewer
 
 __all__ = ["CloseConnection", "Connection", "WsSettings"]
@@ -91,14 +92,16 @@ class WsSettings:
     parity: dict | None = attrs.field(default=None, metadata={"derived": True})
 
     @classmethod
-    def from_settings(cls, settings: Any, **derived: Any) -> WsSettings:
-        """The fields of the node's settings, plus the `derived` ones."""
+    def from_settings(
+        cls, settings: Settings, *, parity: dict[str, Any] | None = None
+    ) -> WsSettings:
+        """The fields of the node's settings, plus the derived `parity` announcement."""
         values = {
             field.name: getattr(settings, field.name)
             for field in attrs.fields(cls)
             if not field.metadata.get("derived")
         }
-        return cls(**values, **derived)
+        return cls(**values, parity=parity)
 
 
 class CloseConnection(Exception):
@@ -507,17 +510,13 @@ class Connection:
         p = self.principal
         return Viewer(user_id=p.user_id, scopes=p.scopes, tenant=p.tenant, name=p.name)
 
-    async def publish(self, outcome: Outcome[Any]) -> None:
+    async def publish(self, outcome: Outcome[object]) -> None:
         if outcome.events or outcome.ephemeral:
             await self.hub.publish(outcome)
 
     def set_expiry(self, expires_at: float) -> None:
         remaining = float(expires_at) - time.time() if expires_at else math.inf
         self._expires_at_trio = trio.current_time() + remaining
-
-    def wake_watcher(self) -> None:
-        """A timer changed: nothing to do, the reader (which runs the handler that
-        changed it) computes its next deadline after every frame."""
 
     def _envelope(self, type_: str, payload: dict, reply_to: str | None) -> str:
         return encode_envelope(
@@ -537,7 +536,7 @@ class Connection:
     def reply_error(self, payload: dict, reply_to: str | None) -> None:
         self.buffer.put_durable(self._error_envelope(payload, reply_to))
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run a blocking store or domain call off the event loop."""
         if self._runner is not None:
             return await self._runner(fn, *args)
@@ -551,6 +550,7 @@ class Connection:
 
 
 _E = TypeVar("_E", bound=BaseException)
+T = TypeVar("T")
 
 
 def _first(group: BaseExceptionGroup, kind: type[_E]) -> _E:

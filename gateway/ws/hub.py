@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 
@@ -249,7 +249,7 @@ class Hub:
 
     async def publish(
         self,
-        outcome_or_events: Outcome[Any] | Sequence[StoredEvent],
+        outcome_or_events: Outcome[object] | Sequence[StoredEvent],
         ephemeral: Sequence[Ephemeral] = (),
     ) -> None:
         """Hand what a committed mutation produced to the backplane."""
@@ -379,7 +379,7 @@ class Hub:
 
     async def _run_presence(
         self, domain: SessionDomain, user_id: str, status: PresenceStatus
-    ) -> Any:
+    ) -> Outcome[object]:
         if self._presence_runner is not None:
             return await self._presence_runner(domain.set_presence, user_id, status)
         from gateway.store import run_store

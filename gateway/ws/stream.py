@@ -37,7 +37,7 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TypeVar
 
 import attrs
 import trio
@@ -53,6 +53,7 @@ from ops import metrics as _metrics
 __all__ = ["ResumeRequest", "UserStream"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 PAGE = 1000
@@ -410,7 +411,7 @@ class UserStream:
             type_, payload, id=new_id("evt"), sent_at=iso(utcnow()), reply_to=reply_to
         )
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
         if self._runner is not None:
             return await self._runner(fn, *args)
         from gateway.store import run_store

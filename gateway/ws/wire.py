@@ -29,7 +29,7 @@ import logging
 import socket
 import struct
 import zlib
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import attrs
 import trio
@@ -42,6 +42,9 @@ from wsproto.utilities import LocalProtocolError
 
 from contracts import CloseCode
 from gateway.ws.transport import TransportClosed
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 __all__ = [
     "BoundedDeflate",
@@ -72,7 +75,7 @@ class WireSettings:
     memory_level: int = 5
 
     @classmethod
-    def from_settings(cls, settings: Any) -> WireSettings:
+    def from_settings(cls, settings: Settings) -> WireSettings:
         return cls(
             compression=settings.ws_compression,
             max_message_bytes=settings.max_frame_bytes,
