@@ -474,7 +474,7 @@ class ParityBeacons:
             runtime.settings,
             stage_for=stage_for,
             position=position,
-            evidence=getattr(runtime, "evidence", None),
+            evidence=runtime.evidence,
         )
 
     def install(self, app: Any, bearer: Callable[[Any], Any]) -> None:

@@ -97,17 +97,13 @@ class Runtime:
 
     def advertise(self, urls: list[str]) -> None:
         """The URLs this node serves on, as other nodes and operators see it."""
-        advertise = getattr(self.backplane, "advertise", None)
-        if advertise is not None and urls:
-            advertise(urls[0])
+        if urls:
+            self.backplane.advertise(urls[0])
 
     async def cluster_nodes(self) -> dict[str, Any]:
         """Every live node and its connection count (`cutover ops status`)."""
-        nodes = getattr(self.backplane, "nodes", None)
-        if nodes is None:
-            here = {"id": self.settings.node_id, "connections": len(self.hub), "alive": True}
-            return {"backplane": "local", "node": self.settings.node_id, "nodes": [here]}
-        return {"backplane": "redis", "node": self.settings.node_id, "nodes": await nodes()}
+        nodes = await self.backplane.nodes()
+        return {"backplane": self.backplane.kind, "node": self.settings.node_id, "nodes": nodes}
 
     async def publish(self, outcome: Outcome) -> None:
         """Hand a committed outcome's events to the backplane."""

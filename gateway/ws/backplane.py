@@ -12,7 +12,7 @@ within seconds by the streams' store tailing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import trio
 
@@ -30,6 +30,7 @@ class Backplane(Protocol):
     """Carries published events to the hub of every node."""
 
     node_id: str
+    kind: str  # "local" or "redis", as `cutover ops status` shows it
 
     async def publish(
         self, events: Sequence[StoredEvent], ephemeral: Sequence[Ephemeral] = ()
@@ -77,9 +78,21 @@ class Backplane(Protocol):
         """One of the user's connections on this node ended."""
         ...
 
+    # What the runtime tells and asks (`cutover ops status`).
+
+    def advertise(self, url: str | None) -> None:
+        """The URL other nodes and operators see for this node."""
+        ...
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every live node: its id, connection count, and `alive`."""
+        ...
+
 
 class LocalBackplane:
     """The in-process backplane of a single node."""
+
+    kind = "local"
 
     def __init__(self, node_id: str = "local") -> None:
         self.node_id = node_id
@@ -109,6 +122,14 @@ class LocalBackplane:
 
     def slot_released(self, user_id: str) -> None:
         pass
+
+    def advertise(self, url: str | None) -> None:
+        """Nobody else asks: the one node is the cluster."""
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        await trio.lowlevel.checkpoint()
+        connections = len(self._hub) if self._hub is not None else 0
+        return [{"id": self.node_id, "connections": connections, "alive": True}]
 
     async def publish(
         self, events: Sequence[StoredEvent], ephemeral: Sequence[Ephemeral] = ()

@@ -200,6 +200,8 @@ def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
 class RedisBackplane:
     """Carries events between nodes over Redis pub/sub; keeps the cluster's state."""
 
+    kind = "redis"
+
     def __init__(
         self,
         url: str,
