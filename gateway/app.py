@@ -16,7 +16,8 @@ beacons, `gateway.beacons`), `GET /client/cutover.js` and, with `--demo-page`,
 `GET /demo` (`gateway.browser`); `gateway.cors` answers preflights and adds
 `Access-Control-Allow-Origin` for the allowed origins.
 
-`POST /realtime/events` and `POST /realtime/tickets` are also served by the
+`POST /graphql`, `POST /realtime/events` and `POST /realtime/tickets` (and the
+preflights of `/graphql` and `/realtime/tickets`) are also served by the
 front's lean HTTP/1.1 path (`gateway.http_lean`) without Hypercorn's ASGI
 layer and Quart: both serve the same `Endpoint` functions with the same
 admission `Route`s, CORS layer and error answers (`lean_routes`).
@@ -35,6 +36,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.sansio.utils import get_host
 
 from gateway.admission import Admission, Route, body_overflowed, credential_of
 from gateway.beacons import ParityBeacons
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "INTERNAL_ERROR",
     "Endpoint",
+    "GraphQLCaller",
     "LeanRoutes",
     "create_app",
     "error_headers",
@@ -104,6 +107,20 @@ class LeanRoutes:
 
 
 LEAN_ROUTES_KEY = "cutover.lean_routes"
+
+
+@attrs.frozen
+class GraphQLCaller:
+    """The credential of a `POST /graphql`: who calls, and the host they called
+    (the `websocketUrl` a snapshot names is on it), as Quart's `request.host`."""
+
+    principal: Principal
+    host: str
+
+    @classmethod
+    def of(cls, principal: Principal, headers: Mapping[str, str]) -> GraphQLCaller:
+        # Plain HTTP only (the front has no TLS), so the scheme is always http.
+        return cls(principal, get_host("http", headers.get("host")))
 
 
 def lean_routes(app: QuartTrio) -> LeanRoutes:
@@ -165,12 +182,6 @@ def parse_json(data: bytes, overflowed: bool, limit: int) -> Any:
         raise BadRequest(f"request body is not JSON: {exc}") from None
 
 
-async def read_json(limit: int) -> Any:
-    """The request body as JSON: 413 past `limit`, 400 when it is not JSON."""
-    data = await request.get_data(cache=True, as_text=False, parse_form_data=False)
-    return parse_json(data, body_overflowed(request.scope), limit)
-
-
 async def serve_endpoint(
     endpoint: Endpoint, authenticate: Callable[..., Awaitable[Any]]
 ) -> Response:
@@ -199,6 +210,9 @@ def create_app(runtime: Runtime) -> QuartTrio:
     async def bearer(headers) -> Principal:
         return await runtime.bearer(headers.get("authorization"))
 
+    async def graphql_caller(headers) -> GraphQLCaller:
+        return GraphQLCaller.of(await bearer(headers), headers)
+
     async def publisher(headers) -> PublishCredential:
         return await runtime.publisher_credential(
             headers.get("authorization"), headers.get("x-api-key")
@@ -217,13 +231,28 @@ def create_app(runtime: Runtime) -> QuartTrio:
         body = parse_json(data, overflowed, settings.publish_max_body_bytes)
         return await runtime.publish_api(credential, body)
 
+    async def graphql(caller: GraphQLCaller, data: bytes, overflowed: bool) -> tuple[int, Any]:
+        body = parse_json(data, overflowed, settings.graphql_max_body_bytes)
+        viewer = runtime.viewer(caller.principal)
+        ctx = RequestContext(
+            viewer=viewer,
+            domain=runtime.domain,
+            realtime_config=runtime.realtime_config_for(caller.host),
+        )
+        async with fair_share.slot(viewer.user_id):
+            status, result = await run_store(executor.execute, body, ctx, limiter="graphql")
+        for outcome in ctx.outcomes:
+            await runtime.publish(outcome)
+        return status, result
+
     ticket_endpoint = Endpoint(Route(settings.http_max_body_bytes, bearer), issue_ticket)
     publish_endpoint = Endpoint(Route(settings.publish_max_body_bytes, publisher), publish)
+    graphql_endpoint = Endpoint(Route(settings.graphql_max_body_bytes, graphql_caller), graphql)
 
     app.asgi_app = Admission(  # type: ignore[method-assign,assignment]  # ASGI middleware (Quart's way) on a plain-dict scope
         app.asgi_app,
         {
-            ("POST", "/graphql"): Route(settings.graphql_max_body_bytes, bearer),
+            ("POST", "/graphql"): graphql_endpoint.admission,
             ("POST", "/realtime/tickets"): ticket_endpoint.admission,
             ("POST", "/realtime/events"): publish_endpoint.admission,
             ("POST", "/realtime/parity"): Route(settings.http_max_body_bytes, bearer),
@@ -286,20 +315,8 @@ def create_app(runtime: Runtime) -> QuartTrio:
         return await serve_endpoint(ticket_endpoint, bearer)
 
     @app.post("/graphql")
-    async def graphql() -> Response:
-        principal = credential_of(request.scope) or await bearer(request.headers)
-        body = await read_json(settings.graphql_max_body_bytes)
-        viewer = runtime.viewer(principal)
-        ctx = RequestContext(
-            viewer=viewer,
-            domain=runtime.domain,
-            realtime_config=runtime.realtime_config_for(request.host),
-        )
-        async with fair_share.slot(viewer.user_id):
-            status, result = await run_store(executor.execute, body, ctx, limiter="graphql")
-        for outcome in ctx.outcomes:
-            await runtime.publish(outcome)
-        return json_response(result, status)
+    async def graphql_route() -> Response:
+        return await serve_endpoint(graphql_endpoint, graphql_caller)
 
     @app.post("/realtime/events")
     async def publish_events() -> Response:
@@ -312,7 +329,11 @@ def create_app(runtime: Runtime) -> QuartTrio:
     cors = Cors(app.asgi_app, settings.allowed_origins)
     app.asgi_app = cors  # type: ignore[method-assign,assignment]  # ASGI middleware (Quart's way) on a plain-dict scope
     app.extensions[LEAN_ROUTES_KEY] = LeanRoutes(
-        endpoints={"/realtime/events": publish_endpoint, "/realtime/tickets": ticket_endpoint},
+        endpoints={
+            "/graphql": graphql_endpoint,
+            "/realtime/events": publish_endpoint,
+            "/realtime/tickets": ticket_endpoint,
+        },
         cors=cors,
         body_timeout_s=app.config["BODY_TIMEOUT"],
     )

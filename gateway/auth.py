@@ -7,6 +7,12 @@ algorithms are never mixed (that mix is what algorithm-confusion attacks
 exploit). Every PyJWT failure is mapped here into `TokenExpired` or
 `Unauthorized`.
 
+A token that verified is kept (`VerifiedTokens`: bounded, least recently used
+first out, keyed by the whole token string) until its `exp` plus the
+configured leeway, so the next request with it skips the signature check;
+only with a pinned key or secret (with a JWKS, a key taken out of the set must
+end its tokens at once). A token that fails is never kept.
+
 A ticket is a short-lived, single-use credential for the WebSocket handshake,
 so that browsers never put a long-lived JWT in a URL. Only its sha256 is
 stored; redeeming it deletes it.
@@ -18,8 +24,10 @@ import hashlib
 import json
 import math
 import secrets
+import threading
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,6 +48,7 @@ __all__ = [
     "Principal",
     "TicketBook",
     "TicketStore",
+    "VerifiedTokens",
     "mint_token",
 ]
 
@@ -50,6 +59,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 ADMIN_SCOPE = "admin"
 MAX_TOKEN_CHARS = 16_384
 MAX_TICKET_CHARS = 256
+VERIFIED_TOKENS = 4_096  # tokens kept verified (`VerifiedTokens`)
 
 
 def _names(values: Iterable[str]) -> tuple[str, ...]:
@@ -192,11 +202,55 @@ def _load_public_key(text: str) -> Any:
         raise ConfigError(f"jwt_public_key is not a usable PEM public key: {exc}") from None
 
 
+class VerifiedTokens:
+    """Tokens that verified, each with its principal, until `exp` plus the leeway.
+
+    Bounded to `max_entries` (the least recently used goes first); an entry at
+    or past its end is never returned (and is dropped when looked at). Safe to
+    use from several threads (`verify` may run in worker threads).
+    """
+
+    def __init__(
+        self, max_entries: int = VERIFIED_TOKENS, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, token: str) -> Principal | None:
+        """The principal of `token` if it verified and is still valid, else None."""
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            principal, until = entry
+            if self.clock() >= until:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return principal
+
+    def put(self, token: str, principal: Principal, until: float) -> None:
+        """Keep `principal` for `token` until `until` (epoch seconds), excluded."""
+        if self.max_entries <= 0:
+            return
+        with self._lock:
+            self._entries[token] = (principal, until)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+
 class Authenticator:
     """Verifies bearer JWTs against this node's pinned configuration."""
 
-    def __init__(self, config: AuthConfig) -> None:
+    def __init__(self, config: AuthConfig, verified: VerifiedTokens | None = None) -> None:
         self.config = config
+        self.verified = verified if verified is not None else VerifiedTokens()
         self._key: Any = None
         if config.symmetric:
             self._key = config.secret
@@ -221,6 +275,9 @@ class Authenticator:
         token = token.strip()
         if len(token) > MAX_TOKEN_CHARS:
             raise Unauthorized("token is too long")
+        cacheable = self._jwks is None  # a pinned key or secret: the outcome only ages
+        if cacheable and (principal := self.verified.get(token)) is not None:
+            return principal
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -259,7 +316,11 @@ class Authenticator:
             raise Unauthorized(f"could not fetch signing keys: {exc}") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        return Principal.from_claims(claims, token=token)
+        principal = Principal.from_claims(claims, token=token)
+        if cacheable:
+            # PyJWT refuses a token once `exp <= now - leeway`.
+            self.verified.put(token, principal, principal.expires_at + self.config.leeway_s)
+        return principal
 
     def _signing_key(self, token: str) -> Any:
         """The configured key, or the JWKS key named by the token's `kid`."""

@@ -93,8 +93,13 @@ class Cors:
 
         await self.app(scope, receive, cors_send)
 
-    async def _preflight(self, scope: dict[str, Any], origin: str | None, send: Any) -> None:
-        method = (_header(scope, b"access-control-request-method") or "").upper()
+    def preflight(
+        self, origin: str | None, request_method: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The answer to a preflight from `origin` asking for `request_method`:
+        (status, headers, body). The app's layer and the front's lean HTTP path
+        (`gateway.http_lean`) both send it."""
+        method = request_method.upper()
         if not self.allowed(origin) or method not in ALLOWED_METHODS.split(", "):
             reason = (
                 f"origin {origin!r} is not allowed"
@@ -107,9 +112,7 @@ class Cors:
                 (b"content-length", str(len(body)).encode()),
                 (b"vary", b"Origin"),
             ]
-            await send({"type": "http.response.start", "status": 403, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
+            return 403, headers, body
         assert origin is not None
         headers = [
             (b"access-control-allow-origin", origin.encode("latin-1")),
@@ -119,5 +122,11 @@ class Cors:
             (b"vary", b"Origin"),
             (b"content-length", b"0"),
         ]
-        await send({"type": "http.response.start", "status": 204, "headers": headers})
-        await send({"type": "http.response.body", "body": b""})
+        return 204, headers, b""
+
+    async def _preflight(self, scope: dict[str, Any], origin: str | None, send: Any) -> None:
+        status, headers, body = self.preflight(
+            origin, _header(scope, b"access-control-request-method") or ""
+        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -8,10 +8,12 @@ owns its socket (compression, write deadlines, resets). Any other connection
 goes to Hypercorn's Trio `TCPServer`, driven on the accepted stream with the
 bytes already read put back in front of it (`PrefixedStream`), so HTTP/1.1,
 keep-alive and h2c work exactly as under `hypercorn.trio.serve`. With the
-app's `LeanRoutes`, a connection whose request line is `POST /realtime/events
-HTTP/1.1` or `POST /realtime/tickets HTTP/1.1` is served by the lean HTTP path
-(`gateway.http_lean`) instead, for as long as its requests are for those; the
-first other request goes to Hypercorn with the bytes already read.
+app's `LeanRoutes`, a connection whose request line is `POST /graphql
+HTTP/1.1`, `POST /realtime/events HTTP/1.1` or `POST /realtime/tickets
+HTTP/1.1` (or a CORS preflight's `OPTIONS` line for `/graphql` or
+`/realtime/tickets`) is served by the lean HTTP path (`gateway.http_lean`)
+instead, for as long as its requests are for those; the first other request
+goes to Hypercorn with the bytes already read.
 
 The acceptor also owns every connection's lifetime at shutdown: `drain` waits
 until the connections end or the deadline passes, then cancels their tasks

@@ -1,19 +1,23 @@
-"""The lean HTTP/1.1 path: `POST /realtime/events` and `POST /realtime/tickets`
-served by the front acceptor itself, without Hypercorn's ASGI layer and Quart.
+"""The lean HTTP/1.1 path: `POST /graphql`, `POST /realtime/events` and
+`POST /realtime/tickets` served by the front acceptor itself, without
+Hypercorn's ASGI layer and Quart.
 
-A connection whose request line is exactly `POST /realtime/events HTTP/1.1` or
-`POST /realtime/tickets HTTP/1.1` is served here, one request after another
-(keep-alive, pipelining), parsed and written with h11. The first request on it
-that is anything else (another route or method, a query string, HTTP/1.0, a
-preflight) goes to Hypercorn with the bytes already read put back in front,
-and Hypercorn serves the connection from then on, as it serves any connection
-today.
+A connection whose request line is exactly `POST <path> HTTP/1.1` for one of
+those paths, or `OPTIONS <path> HTTP/1.1` for one of them that browsers call
+(`gateway.cors`: `/graphql`, `/realtime/tickets`), is served here, one request
+after another (keep-alive, pipelining), parsed and written with h11. The first
+request on it that is anything else (another route or method, a query string,
+HTTP/1.0) goes to Hypercorn with the bytes already read put back in front, and
+Hypercorn serves the connection from then on, as it serves any connection
+today. An `OPTIONS` that turns out not to be a CORS preflight (no
+`Access-Control-Request-Method`) or to carry a body goes to Hypercorn the same
+way once its head is read, nothing having been answered yet.
 
 Each request gets what the app gives it (`gateway.app.LeanRoutes`): the same
 admission (`gateway.admission.admit`: the credential, then a declared body
 over the limit, both before any body is read), the same endpoint functions,
-error answers, CORS headers (`gateway.cors.Cors.response_headers`) and the
-headers Hypercorn adds (`date`, `server`). So statuses, bodies and headers are
+error answers, CORS headers and preflight answers (`gateway.cors.Cors`) and
+the headers Hypercorn adds (`date`, `server`). So statuses, bodies and headers are
 the app's. The differences are where the app's stack does worse:
 
 - `Expect: 100-continue` is answered `100 Continue` once the request is
@@ -81,11 +85,20 @@ _CLOSE = (b"connection", b"close")
 LEAN, OTHER, MORE = "lean", "other", "more"
 
 
+class _HandOff(Exception):
+    """The request whose head was just read goes to Hypercorn: `data` is every
+    byte read of it (and of what follows), none answered."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 @attrs.define
 class _Exchange:
     """One request served here: its parser and what is known of it."""
 
     conn: h11.Connection
+    method: str
     path: str
     endpoint: Endpoint
     served: int  # requests served on this connection, this one included
@@ -113,8 +126,10 @@ class LeanHttp:
         )
         self.linger_s = linger_s
         self._lines = {
-            f"POST {path} HTTP/1.1\r\n".encode(): (path, endpoint)
+            f"{method} {path} HTTP/1.1\r\n".encode(): (method, path, endpoint)
             for path, endpoint in routes.endpoints.items()
+            for method in ("POST", "OPTIONS")
+            if method == "POST" or path in routes.cors.paths
         }
         self._longest = max((len(line) for line in self._lines), default=0)
         self.stopping = False
@@ -138,7 +153,10 @@ class LeanHttp:
         try:
             while True:
                 served += 1
-                after = await self._exchange(stream, data, served)
+                try:
+                    after = await self._exchange(stream, data, served)
+                except _HandOff as handoff:
+                    return handoff.data
                 if after is None:
                     return None
                 kind, data = await self._next_request(stream, after)
@@ -207,14 +225,17 @@ class LeanHttp:
             h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size
         )
         conn.receive_data(data)
-        path, endpoint = self._lines[bytes(data[: data.index(b"\r\n") + 2])]
-        exchange = _Exchange(conn, path, endpoint, served)
+        method, path, endpoint = self._lines[bytes(data[: data.index(b"\r\n") + 2])]
+        exchange = _Exchange(conn, method, path, endpoint, served)
+        received = [data]
         try:
-            request = await self._head(stream, conn)
+            request = await self._head(stream, conn, received)
             if request is None:
                 return None
             headers = header_map(request.headers)
             exchange.origin = headers.get("origin")
+            if method == "OPTIONS":
+                return await self._preflight(stream, exchange, headers, received)
             body = exchange.body = BodyState.of(headers, endpoint.admission.max_body_bytes)
             try:
                 credential = await admit(endpoint.admission, headers, body, "POST", path)
@@ -241,17 +262,44 @@ class LeanHttp:
         await self._respond(stream, exchange, status, self._headers(payload, extra), payload)
         return await self._finish(stream, conn)
 
-    async def _head(self, stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:
+    async def _head(
+        self, stream: trio.SocketStream, conn: h11.Connection, received: list[bytes]
+    ) -> h11.Request | None:
+        """The request's head (`received` gets the bytes read), None when the
+        client went away, was too slow, or the node stops."""
         with self._interruptible(self.head_timeout_s):
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    conn.receive_data(await stream.receive_some(RECEIVE_BYTES))
+                    chunk = await stream.receive_some(RECEIVE_BYTES)
+                    received.append(chunk)
+                    conn.receive_data(chunk)
                 elif isinstance(event, h11.Request):
                     return event
                 else:
                     return None  # the client went away
         return None  # too slow, or the node stops
+
+    async def _preflight(
+        self,
+        stream: trio.SocketStream,
+        exchange: _Exchange,
+        headers: dict[str, str],
+        received: list[bytes],
+    ) -> bytes | None:
+        """A CORS preflight, answered as the app's CORS layer answers it; any other
+        `OPTIONS` (or one with a body) goes to Hypercorn."""
+        request_method = headers.get("access-control-request-method")
+        conn = exchange.conn
+        if not request_method or not BodyState.of(headers, 0).complete:
+            raise _HandOff(b"".join(received))
+        if conn.their_state is h11.SEND_BODY:
+            conn.next_event()  # the end of its empty body
+        status, response_headers, payload = self.routes.cors.preflight(
+            exchange.origin, request_method
+        )
+        await self._respond(stream, exchange, status, response_headers, payload)
+        return await self._finish(stream, conn)
 
     async def _body(
         self, stream: trio.SocketStream, conn: h11.Connection, body: BodyState
@@ -286,7 +334,7 @@ class LeanHttp:
             payload = json.dumps({"error": error.to_payload()}).encode()
             return error.status, payload, error_headers(error)
         except Exception as error:
-            log_crash("POST", exchange.path, error)
+            log_crash(exchange.method, exchange.path, error)
             return 500, json.dumps(INTERNAL_ERROR).encode(), []
 
     # -- answers ---------------------------------------------------------------------
@@ -311,10 +359,11 @@ class LeanHttp:
         payload: bytes,
     ) -> None:
         """Send an answer with the headers the app's stack adds: `connection: close`
-        when the body was not read whole (admission), CORS, Hypercorn's."""
+        when the body was not read whole (admission), CORS (a preflight's answer
+        has its own), Hypercorn's."""
         if exchange.body is not None and not exchange.body.complete:
             headers = with_close(headers)
-        if exchange.path in self.routes.cors.paths:
+        if exchange.method == "POST" and exchange.path in self.routes.cors.paths:
             headers = self.routes.cors.response_headers(headers, exchange.origin)
         headers += self.config.response_headers("h11")
         if exchange.served >= self.config.keep_alive_max_requests:

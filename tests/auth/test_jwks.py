@@ -157,3 +157,9 @@ def test_static_key_and_jwks_together(jwks_server, signing_key):
     assert jwks_server.fetches == 0
     assert auth.verify(_token(signing_key, "k1")).user_id == "jwks-user"
     assert jwks_server.fetches == 1
+
+
+def test_tokens_verified_against_a_jwks_are_not_kept(jwks_server, signing_key):
+    auth = Authenticator(AuthConfig(algorithms=("RS256",), jwks_url=jwks_server.url))
+    assert auth.verify(_token(signing_key, "k1")).user_id == "jwks-user"
+    assert len(auth.verified) == 0  # a key taken out of the set must end its tokens at once

@@ -178,7 +178,7 @@ async def test_another_routes_request_is_handed_back_with_its_bytes(autojump_clo
     [
         b"POST /realtime/events HTTP/1.0\r\n",
         b"POST /realtime/events?x=1 HTTP/1.1\r\n",
-        b"OPTIONS /",
+        b"OPTIONS /realtime/events HTTP/1.1\r\n",  # no preflight of browsers on this path
     ],
 )
 async def test_only_the_exact_request_lines_stay(autojump_clock, following):
