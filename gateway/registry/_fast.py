@@ -99,6 +99,13 @@ def compile_fast_check(schema: Any, format_checker: FormatChecker) -> FastCheck 
     formats: set[str] = set()
     if not _shared(schema, formats, root=True):
         return None
+    patterns: set[str] = set()
+    names: set[str] = set()
+    _regex_texts(schema, patterns, names)
+    if patterns & names:
+        # fastjsonschema keeps its regexes by source text: a `pattern` of the same
+        # text (compiled with `$` as `\Z`) would replace a property-name regex.
+        return None
     checks: dict[str, Callable[[str], bool]] = {}
     for name in formats:
         conforms = functools.partial(_conforms, format_checker, name)
@@ -112,6 +119,20 @@ def compile_fast_check(schema: Any, format_checker: FormatChecker) -> FastCheck 
         return fastjsonschema.compile(definition, formats=checks, use_default=False)
     except Exception:  # a schema fastjsonschema cannot compile is checked by jsonschema alone
         return None
+
+
+def _regex_texts(node: Any, patterns: set[str], names: set[str]) -> None:
+    """Every `pattern` and every `patternProperties` key anywhere in `node`."""
+    if isinstance(node, list):
+        for each in node:
+            _regex_texts(each, patterns, names)
+    elif isinstance(node, dict):
+        for keyword, value in node.items():
+            if keyword == "pattern" and isinstance(value, str):
+                patterns.add(value)
+            elif keyword == "patternProperties" and isinstance(value, dict):
+                names.update(key for key in value if isinstance(key, str))
+            _regex_texts(value, patterns, names)
 
 
 # Where a narrower `$` could widen what a pattern matches: negative lookarounds
@@ -152,6 +173,7 @@ def _shared(schema: Any, formats: set[str], *, root: bool = False) -> bool:
                 _shared(each, formats) for each in value.values()
             ):
                 return False
+
         elif keyword in _VALUES:
             if keyword == "pattern" and not _narrowing_only(value):
                 return False

@@ -172,11 +172,32 @@ def test_every_keyword_schema_here_gets_a_compiled_check():
         {"pattern": "(?>a)$"},
         {"pattern": "a++$"},
         {"allOf": [{"type": "string"}, {"$id": "urn:x"}]},
+        # a key's regex would be replaced by the same text compiled as a `pattern`
+        {"patternProperties": {"^[a-z]+$": {"type": "string", "pattern": "^[a-z]+$"}}},
     ],
 )
 def test_keywords_that_could_disagree_leave_the_schema_to_jsonschema(schema):
     Draft202012Validator.check_schema(schema)
     assert compile_fast_check(schema, FORMATS) is None
+
+
+def test_a_pattern_property_name_is_checked_as_jsonschema_checks_it():
+    schema = {
+        "type": "object",
+        "patternProperties": {"^[a-z]+$": {"type": "string", "pattern": "^[a-z]+$"}},
+    }
+    payload = {"abc\n": 5}  # `$` matches before a final newline; `\\Z` does not
+    assert not Draft202012Validator(schema).is_valid(payload)
+    check = compile_fast_check(schema, FORMATS)
+    assert check is None or not _accepts(check, payload)
+
+
+def _accepts(check: Any, payload: Any) -> bool:
+    try:
+        check(payload)
+    except Exception:
+        return False
+    return True
 
 
 def test_a_format_whose_checker_refuses_non_strings_gets_no_compiled_check():
