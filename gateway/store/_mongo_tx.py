@@ -229,8 +229,8 @@ class MongoTx(Tx):
         if not appends:
             return []
         counts: dict[str, int] = {}
-        for user_id, _, _ in appends:
-            counts[user_id] = counts.get(user_id, 0) + 1
+        for user_id, _, _ in sorted(appends, key=lambda append: append[0]):
+            counts[user_id] = counts.get(user_id, 0) + 1  # streams taken in one order
         heads: dict[str, tuple[str, int]] = {}  # the epoch and the seq before the batch
         for user_id, count in counts.items():
             stream = self._write(

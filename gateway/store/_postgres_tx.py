@@ -113,8 +113,8 @@ class PostgresTx(Tx):
         if not appends:
             return []
         counts: dict[str, int] = {}
-        for user_id, _, _ in appends:
-            counts[user_id] = counts.get(user_id, 0) + 1
+        for user_id, _, _ in sorted(appends, key=lambda append: append[0]):
+            counts[user_id] = counts.get(user_id, 0) + 1  # streams taken in one order
         left = dict(counts)
         backs: list[int] = []  # how far below the new head each event lands
         for user_id, _, _ in appends:
