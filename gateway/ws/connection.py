@@ -405,15 +405,18 @@ class Connection:
                 self._expires_at_trio,
                 min(self.typing.values(), default=math.inf),
             )
-            text: str | None = None
-            # A receive cancelled by the timer loses nothing: the bytes stay in
-            # the socket or wsproto's buffer for the next one.
-            with trio.move_on_at(deadline):
-                text = await transport.receive()
-            if text is not None:
-                self._last_activity = trio.current_time()
-                await self._handle_frame(text)
-                continue
+            # A timer that fell due while a frame was handled fires before the
+            # next frame is read (a buffered frame returns without waiting).
+            if trio.current_time() < deadline:
+                text: str | None = None
+                # A receive cancelled by the timer loses nothing: the bytes stay
+                # in the socket or wsproto's buffer for the next one.
+                with trio.move_on_at(deadline):
+                    text = await transport.receive()
+                if text is not None:
+                    self._last_activity = trio.current_time()
+                    await self._handle_frame(text)
+                    continue
             now = trio.current_time()
             if now >= self._expires_at_trio:
                 self.buffer.put_final(

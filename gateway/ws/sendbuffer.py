@@ -68,6 +68,7 @@ class SendBuffer:
     __slots__ = (
         "_bytes",
         "_closed",
+        "_ending",
         "_ephemeral_bytes",
         "_ephemeral_items",
         "_latest",
@@ -104,6 +105,7 @@ class SendBuffer:
         self._latest: dict[str, _Slot] | None = None
         self._bytes = 0
         self._closed = False
+        self._ending = False  # a last envelope is queued: nothing durable after it
         self._wakeup = trio.Event()
         self.stats = SendBufferStats()
 
@@ -122,7 +124,7 @@ class SendBuffer:
 
     def put_durable(self, text: str) -> None:
         """Queue a durable event or a reply; raise `SlowConsumer` if it does not fit."""
-        if self._closed:
+        if self._closed or self._ending:
             return
         self.check_durable(1, len(text))
         self._append(_Slot(text))
@@ -153,9 +155,11 @@ class SendBuffer:
         writer takes a batch: what ends the connection is a writer that makes
         no progress for `stall_timeout_s`.
         """
-        while not self._closed and not self._has_paced_room(text):
+        while not self._ending and not self._closed and not self._has_paced_room(text):
             if flush is not None:
                 await flush()
+                # The send is shielded: a close requested meanwhile lands here.
+                await trio.lowlevel.checkpoint()
                 continue
             self._room = room = self._room or trio.Event()
             with trio.move_on_after(stall_timeout_s) as waited:
@@ -167,11 +171,13 @@ class SendBuffer:
                     f"no room in the send buffer for {stall_timeout_s:g} s "
                     f"({len(self._slots)} envelopes, {self._bytes} bytes pending)"
                 )
-        if not self._closed:
+        if not self._ending and not self._closed:
             self._append(_Slot(text))
 
     def put_final(self, text: str) -> None:
-        """Queue a last envelope before a close (`system.reconnect`, `error`), ignoring limits."""
+        """Queue a last envelope before a close (`system.reconnect`, `error`), ignoring
+        limits; paced durable events that would follow it are left for the resume."""
+        self._ending = True
         if not self._closed:
             self._append(_Slot(text))
 

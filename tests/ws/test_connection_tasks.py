@@ -163,3 +163,77 @@ async def test_resume_requests_beyond_the_queue_wait_for_the_driver(autojump_clo
     replies = [json.loads(t) for t in buffer.take_all()]
     assert [r["type"] for r in replies] == ["session.resumed"] * (RESUME_QUEUE + 1)
     assert replies[-1]["replyTo"] == "last"
+
+
+class _Buffered(MemoryTransport):
+    """Frames already read from the socket: returned without waiting, as
+    wsproto's buffer returns them."""
+
+    def __init__(self, frames: list[str]) -> None:
+        super().__init__()
+        self.frames = frames
+
+    async def receive(self) -> str:
+        if self.frames:
+            return self.frames.pop(0)
+        return await super().receive()
+
+
+async def test_a_token_that_expired_during_a_handler_ends_the_session_before_the_next_frame(
+    world, autojump_clock
+):
+    world.domain.conversations["c"] = {"alice", "bob"}
+
+    async def slow_runner(fn, *args):
+        if fn == world.domain.typing:
+            await trio.sleep(2)  # the token expires meanwhile
+        return await inline_runner(fn, *args)
+
+    typing = {"v": 1, "action": "chat.typing", "id": "t"}
+    typing["payload"] = {"conversationId": "c", "state": "started"}
+    frames = [json.dumps(typing), json.dumps({"v": 1, "action": "ping", "id": "p"})]
+    transport = _Buffered([])
+    conn = Connection(
+        transport,
+        Principal("alice", expires_at=time.time() + 1),
+        hub=world.hub,
+        store=world.store,
+        domain=world.domain,
+        settings=world.settings,
+        runner=slow_runner,
+        viewer_factory=lambda p: Viewer(p.user_id),
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.serve)
+        assert (await transport.client.receive())["type"] == "session.welcome"
+        transport.frames.extend(frames)
+        await transport.client.send("ping", id="wake")  # the reader takes the buffered ones
+        seen = []
+        while True:
+            try:
+                envelope = await transport.client.receive()
+            except Exception:
+                break
+            seen.append((envelope["type"], envelope.get("replyTo")))
+    assert conn.close_code == 4001
+    assert ("ping.pong", "wake") in seen
+    assert ("ping.pong", "p") not in seen  # no action ran under the expired token
+    assert ("error", None) in seen  # TOKEN_EXPIRED before the close
+
+
+async def test_nothing_durable_follows_a_last_envelope():
+    buffer = SendBuffer(max_items=2)
+    sent: list[list[str]] = []
+
+    async def flush() -> None:
+        sent.append(buffer.take_batch())
+
+    await buffer.put_durable_paced("e1", stall_timeout_s=0.0, flush=flush)
+    buffer.put_final("system.reconnect")
+    for i in range(2, 6):
+        await buffer.put_durable_paced(f"e{i}", stall_timeout_s=0.0, flush=flush)
+    buffer.put_durable("late reply")
+    assert [text for batch in sent for text in batch] + buffer.take_all() == [
+        "e1",
+        "system.reconnect",
+    ]
