@@ -197,7 +197,11 @@ class LeanHttp:
         connection ends: idle too long, the client gone, the node stopping."""
         closed = ("closed", b"")
         if self.stopping:
-            return closed  # as Hypercorn: pipelined requests are not read once stopping
+            # As Hypercorn: pipelined requests are not read once stopping (the
+            # answer before said `Connection: close`), but drained, not reset.
+            if data:
+                await self._linger(stream)
+            return closed
         if not data:
             with self._interruptible(self.keep_alive_timeout_s):
                 data = await stream.receive_some(RECEIVE_BYTES)
@@ -401,10 +405,12 @@ class LeanHttp:
     async def _finish(self, stream: trio.SocketStream, conn: h11.Connection) -> bytes | None:
         """After an answer: the bytes of the next request for keep-alive, else None
         (the rest of an unread body dropped for a while first)."""
+        data, closed = conn.trailing_data
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            data, closed = conn.trailing_data
             return None if closed and not data else data  # an EOF is read again after `data`
-        if conn.their_state is not h11.DONE and conn.their_state is not h11.MUST_CLOSE:
+        if data or (conn.their_state is not h11.DONE and conn.their_state is not h11.MUST_CLOSE):
+            # Closing with unread bytes (pipelined requests, the rest of a body)
+            # would reset the connection, and the answer sent could be lost.
             await self._linger(stream)
         return None
 

@@ -252,3 +252,21 @@ async def test_an_error_of_the_path_itself_ends_the_connection_only(caplog, monk
         assert await Client(client).closed()
     assert result == [None]
     assert any("lean HTTP path" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_close_with_pipelined_requests_unread_drains_them_first(autojump_clock):
+    """Closing with unread bytes would reset the connection and could lose the
+    answer already sent: the rest is read and dropped until the client closes."""
+    client, server = trio.testing.memory_stream_pair()
+    lean, result = _lean(), []
+    lean.config.keep_alive_max_requests = 1
+    reader = Client(client)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_serve, lean, server, _post(b'{"n": 1}') + _post(b'{"n": 2}'), result)
+        status, headers, _ = await reader.response()
+        assert status == 202 and headers[b"connection"] == b"close"
+        assert await reader.closed()  # the server's end is shut for writing ...
+        await trio.testing.wait_all_tasks_blocked()
+        assert not result  # ... while it still reads
+        await client.aclose()
+    assert result == [None]
