@@ -26,8 +26,8 @@ from pymongo.errors import (
 )
 
 from gateway.errors import Conflict, StoreUnavailable
-from gateway.events import Cursor, StoredEvent, iso, new_id
-from gateway.store.base import Append, Row, Tx
+from gateway.events import Cursor, StoredEvent, iso
+from gateway.store.base import Append, Row, Tx, number_appends
 
 __all__ = [
     "TRANSIENT",
@@ -247,35 +247,21 @@ class MongoTx(Tx):
             heads[user_id] = (stream["epoch"], stream["head_seq"] - count)
         now = self._clock()
         created_at, created_ts = iso(now), now.timestamp()
-        events: list[StoredEvent] = []
-        documents: list[dict[str, Any]] = []
-        for user_id, type, payload in appends:
-            epoch, seq = heads[user_id]
-            seq += 1
-            heads[user_id] = (epoch, seq)
-            event = StoredEvent(
-                user_id=user_id,
-                epoch=epoch,
-                seq=seq,
-                id=new_id("evt"),
-                type=type,
-                payload=payload,
-                created_at=created_at,
-            )
-            events.append(event)
-            documents.append(
-                {
-                    "user_id": user_id,
-                    "epoch": epoch,
-                    "seq": seq,
-                    "id": event.id,
-                    "type": type,
-                    # JSON text, as SQLite keeps it: any key and any integer round-trip exactly.
-                    "payload": _compact(payload),
-                    "created_at": created_at,
-                    "created_ts": created_ts,
-                }
-            )
+        events = number_appends(appends, heads, created_at)
+        documents = [
+            {
+                "user_id": e.user_id,
+                "epoch": e.epoch,
+                "seq": e.seq,
+                "id": e.id,
+                "type": e.type,
+                # JSON text, as SQLite keeps it: any key and any integer round-trip exactly.
+                "payload": _compact(e.payload),
+                "created_at": created_at,
+                "created_ts": created_ts,
+            }
+            for e in events
+        ]
         self._write("stream_events", "insert_many", documents)
         return events
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from gateway.events import Cursor, StoredEvent
+from gateway.events import Cursor, StoredEvent, new_id
 
 __all__ = [
     "DEFAULT_MAX_AGE",
@@ -34,12 +34,37 @@ __all__ = [
     "Store",
     "Tx",
     "merge_evidence",
+    "number_appends",
 ]
 
 Row = dict[str, Any]
 
 # One event to append: (user id, event type, payload).
 Append = tuple[str, str, dict[str, Any]]
+
+
+def number_appends(
+    appends: Sequence[Append], heads: dict[str, tuple[str, int]], created_at: str
+) -> list[StoredEvent]:
+    """A batch's events numbered after each user's head (`heads`: user -> (epoch,
+    seq before the batch), advanced here), in the batch's order."""
+    events = []
+    for user_id, type, payload in appends:
+        epoch, seq = heads[user_id]
+        heads[user_id] = (epoch, seq + 1)
+        events.append(
+            StoredEvent(
+                user_id=user_id,
+                epoch=epoch,
+                seq=seq + 1,
+                id=new_id("evt"),
+                type=type,
+                payload=payload,
+                created_at=created_at,
+            )
+        )
+    return events
+
 
 DEFAULT_MAX_AGE = dt.timedelta(days=7)
 DEFAULT_MAX_COUNT = 10_000

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import Conflict, HistoryExpired, StoreUnavailable
-from gateway.events import Cursor, StoredEvent, iso, new_id, utcnow
+from gateway.events import Cursor, StoredEvent, iso, utcnow
 from gateway.store._sqlite_schema import SCHEMA
 from gateway.store.base import (
     DEFAULT_MAX_AGE,
@@ -31,6 +31,7 @@ from gateway.store.base import (
     Store,
     Tx,
     merge_evidence,
+    number_appends,
 )
 
 __all__ = ["SqliteStore", "SqliteTx"]
@@ -132,24 +133,11 @@ class SqliteTx(Tx):
                 heads[user_id] = (new_epoch(), 0)
         now = self._clock()
         created_at, created_ts = iso(now), now.timestamp()
-        events: list[StoredEvent] = []
-        rows_out: list[tuple[Any, ...]] = []
-        for user_id, type, payload in appends:
-            epoch, seq = heads[user_id]
-            seq += 1
-            heads[user_id] = (epoch, seq)
-            event = StoredEvent(
-                user_id=user_id,
-                epoch=epoch,
-                seq=seq,
-                id=new_id("evt"),
-                type=type,
-                payload=payload,
-                created_at=created_at,
-            )
-            events.append(event)
-            text = _compact(payload)
-            rows_out.append((user_id, epoch, seq, event.id, type, text, created_at, created_ts))
+        events = number_appends(appends, heads, created_at)
+        rows_out = [
+            (e.user_id, e.epoch, e.seq, e.id, e.type, _compact(e.payload), created_at, created_ts)
+            for e in events
+        ]
         self._conn.executemany(
             "INSERT INTO streams (user_id, epoch, head_seq, retained_from) VALUES (?, ?, ?, 1)"
             " ON CONFLICT (user_id) DO UPDATE SET head_seq = excluded.head_seq",
