@@ -15,6 +15,7 @@ class CrashingRuntime:
     """Just enough of a Runtime: every call that reaches it fails."""
 
     settings: Settings = attrs.Factory(lambda: Settings(jwt_secret="s" * 32))
+    evidence: None = None  # no parity evidence book
     bearer_calls: int = 0
 
     def contract_schema(self) -> dict:
