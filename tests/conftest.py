@@ -1,7 +1,7 @@
 """Markers for the suites that start real processes (and the store's stress
 tests, marked `slow` where they are), so the unit run stays fast:
 
-    pytest -m "not e2e and not bench and not slow"    # units, 23 s of CPU
+    pytest -m "not e2e and not bench and not slow"    # units, 22 s of CPU (35 s wall on 2 cores)
     pytest -m "not e2e and not bench"                 # units with the store's stress tests
     pytest                                            # everything (what `make test` runs)
 """

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,6 +60,7 @@ def test_the_demo_banner_teaches_tickets_and_where_the_secret_is(tmp_path, monke
     assert again.jwt_secret == settings.jwt_secret, "the secret outlives a restart of the demo"
 
 
+@pytest.mark.slow
 def test_cutover_token_signs_with_the_demo_secret(tmp_path):
     import subprocess
     import sys

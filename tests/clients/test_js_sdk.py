@@ -20,6 +20,7 @@ import pytest
 SDK = Path(__file__).resolve().parents[2] / "clients" / "js"
 
 
+@pytest.mark.slow
 def test_the_sdk_unit_tests_pass_under_node():
     node = shutil.which("node")
     if node is None:

@@ -24,11 +24,13 @@ def tsc(path: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_the_declarations_type_check_an_app():
     result = tsc(USAGE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_the_declarations_refuse_a_misuse():
     bad = USAGE.parent / "misuse.tmp.ts"
     text = USAGE.read_text().replace("void main();", "")

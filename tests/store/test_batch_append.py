@@ -116,6 +116,7 @@ def test_a_batch_failing_midway_rolls_back_the_whole_transaction(store):
     assert store.stream_position("carol").seq == 0
 
 
+@pytest.mark.slow  # a stress test: concurrent writers on two store handles
 @pytest.mark.parametrize("users", [["same"], ["a", "b", "c"]])
 def test_batches_keep_seq_contiguous_under_concurrent_writers(make_store, users):
     threads, rounds, batch = 6, 30, 7
