@@ -43,6 +43,7 @@ from gateway.errors import (
 )
 from gateway.store import run_store
 from ops import metrics
+from parity.model import key_pattern
 
 if TYPE_CHECKING:
     from gateway.auth import Principal
@@ -282,15 +283,6 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def _key_pattern(key: str) -> str:
-    """A mismatched key without its record id (`chat.conv:cnv_1.unread` -> `chat.conv:*.unread`)."""
-    head, sep, rest = key.partition(":")
-    if not sep:
-        return key
-    _ident, dot, tail = rest.partition(".")
-    return f"{head}:*{dot}{tail}"
-
-
 class BeaconBook:
     """Samples per (window, domain, stage), the last `keep` windows of `window_s`."""
 
@@ -324,7 +316,7 @@ class BeaconBook:
             if len(tally.users) < MAX_USERS_PER_WINDOW:
                 tally.users.add(beacon.user_id)
             for key in sample.mismatched:
-                tally.keys[_key_pattern(key)] += 1
+                tally.keys[key_pattern(key)] += 1
             for path, values in (("push", sample.push_ms), ("poll", sample.poll_ms)):
                 for value in values:
                     self._keep(tally, path, value)
@@ -441,7 +433,7 @@ class ParityBeacons:
         if self.evidence is not None:
             for sample in beacon.samples:
                 mismatched = [
-                    {"key": _key_pattern(key), "class": "DIVERGED", "check": "beacon"}
+                    {"key": key_pattern(key), "class": "DIVERGED", "check": "beacon"}
                     for key in sample.mismatched[:3]
                 ]
                 counts = {EVIDENCE_CLASS[sample.outcome]: 1}

@@ -21,6 +21,7 @@ import attrs
 from gateway.events import iso, parse_iso
 from gateway.rollout import Stage
 from parity.differ import AGAINST
+from parity.report import plain_table
 from parity.stats import DEFAULT_MIN_SAMPLES, DEFAULT_THRESHOLD, Decision, decide, wilson_upper
 
 __all__ = [
@@ -168,13 +169,7 @@ def format_live_table(
                 age,
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(LIVE_HEADER))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n"
+    return plain_table(rows)
 
 
 def format_samples(domains: Mapping[str, LiveDomain]) -> str:

@@ -68,6 +68,7 @@ __all__ = [
     "domain_of",
     "error_observation",
     "flatten",
+    "key_pattern",
     "newest_since",
     "observe",
     "wildcard_key",
@@ -210,6 +211,17 @@ def domain_of(key: str) -> str:
 def wildcard_key(domain: str) -> str:
     """The key an error observation uses to cover every key of a domain."""
     return f"{domain}.*"
+
+
+def key_pattern(key: str) -> str:
+    """A key without its record id, as evidence groups mismatches
+    (`chat.conv:cnv_1.unread` -> `chat.conv:*.unread`); an id may hold dots
+    (a user id), a field never does."""
+    head, sep, rest = key.partition(":")
+    if not sep:
+        return key
+    _ident, dot, tail = rest.rpartition(".")
+    return f"{head}:*{dot}{tail}"
 
 
 def flatten(state: UserState, domain: str) -> dict[str, Any]:

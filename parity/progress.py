@@ -146,6 +146,22 @@ def _move(path: Path, text: str, domain: str, step: Step, now: _dt.datetime) -> 
     _write(path, new)
 
 
+def _load_for(domain: str, flags: Path, out: TextIO) -> tuple[str, RolloutConfig] | None:
+    """The rollout file's text and config, if it loads and names `domain` (else
+    None, the reason printed)."""
+    try:
+        text, config = _load(flags)
+    except RolloutError as exc:
+        print(f"rollout: {exc}", file=out)
+        return None
+    if domain not in DOMAINS:
+        print(
+            f"rollout: unknown domain {domain!r} (expected one of {', '.join(DOMAINS)})", file=out
+        )
+        return None
+    return text, config
+
+
 def advance(
     domain: str,
     flags: Path,
@@ -160,16 +176,10 @@ def advance(
 ) -> int:
     """Move `domain` one step forward when the evidence supports it; the exit code."""
     now = now or utcnow()
-    try:
-        text, config = _load(flags)
-    except RolloutError as exc:
-        print(f"rollout: {exc}", file=out)
+    loaded = _load_for(domain, flags, out)
+    if loaded is None:
         return EXIT_FAIL
-    if domain not in DOMAINS:
-        print(
-            f"rollout: unknown domain {domain!r} (expected one of {', '.join(DOMAINS)})", file=out
-        )
-        return EXIT_FAIL
+    text, config = loaded
     if not config.schedule:
         print(f"rollout: {flags} has no [schedule] of steps to advance along", file=out)
         return EXIT_FAIL
@@ -259,16 +269,10 @@ def back(
 ) -> int:
     """Move `domain` one step back at once; the exit code."""
     now = now or utcnow()
-    try:
-        text, config = _load(flags)
-    except RolloutError as exc:
-        print(f"rollout: {exc}", file=out)
+    loaded = _load_for(domain, flags, out)
+    if loaded is None:
         return EXIT_FAIL
-    if domain not in DOMAINS:
-        print(
-            f"rollout: unknown domain {domain!r} (expected one of {', '.join(DOMAINS)})", file=out
-        )
-        return EXIT_FAIL
+    text, config = loaded
     line = config.domains[domain]
     here = _describe(line.stage, line.percent)
     step = previous_step(config.schedule, line)

@@ -40,7 +40,7 @@ from typing import Any
 import attrs
 
 from parity.differ import Classification
-from parity.model import ConversationState, FeedItem, domain_of
+from parity.model import ConversationState, FeedItem, domain_of, key_pattern
 
 __all__ = [
     "ABSENT",
@@ -381,15 +381,6 @@ def compare_poll(
     return findings, unknown
 
 
-def _pattern(key: str) -> str:
-    """A key without its record ids (`chat.conv:cnv_1.unread` -> `chat.conv:*.unread`)."""
-    head, sep, rest = key.partition(":")
-    if not sep:
-        return key
-    _ident, dot, tail = rest.rpartition(".")
-    return f"{head}:*{dot}{tail}"
-
-
 def _shape(value: Any) -> Any:
     if isinstance(value, bool) or value is None:
         return value
@@ -407,7 +398,7 @@ def redact(finding: Finding, **extra: Any) -> dict[str, Any]:
     ids replaced by their kind."""
     return {
         "domain": finding.domain,
-        "key": _pattern(finding.key),
+        "key": key_pattern(finding.key),
         "class": finding.classification.value,
         "poll": _shape(finding.poll_value),
         "push": _shape(finding.push_value),

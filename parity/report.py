@@ -363,8 +363,12 @@ def _rows(reports: Iterable[DomainReport], now: _dt.datetime | None) -> list[tup
 def format_table(reports: Iterable[DomainReport], *, now: _dt.datetime | None = None) -> str:
     """A plain-text table: domain, stage, outcome, N, divergence upper bound,
     noise, p95 latency of each path and the report's age at `now`."""
-    rows = [TABLE_HEADER, *_rows(reports, now)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEADER))]
+    return plain_table([TABLE_HEADER, *_rows(reports, now)])
+
+
+def plain_table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows (the first a header) as left-aligned columns, a rule under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows

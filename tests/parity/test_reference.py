@@ -187,3 +187,11 @@ def test_a_redacted_finding_names_no_id():
     assert "secret" not in repr(shown)
     assert shown["key"] == "chat.conv:*.lastMessage" and shown["poll"] == "<id>"
     assert shown["class"] == "MISSING_PUSH" and shown["check"] == "stream"
+
+
+def test_a_key_pattern_drops_the_record_id_even_one_with_dots():
+    from parity.model import key_pattern
+
+    assert key_pattern("chat.conv:cnv_1.unread") == "chat.conv:*.unread"
+    assert key_pattern("presence:ann.lee.status") == "presence:*.status"
+    assert key_pattern("notification.unread") == "notification.unread"
